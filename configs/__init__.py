@@ -1,0 +1,1 @@
+"""YAML presets shipped with wmlab (core defaults, env presets, experiment presets)."""

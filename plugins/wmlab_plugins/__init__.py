@@ -1,0 +1,1 @@
+"""Built-in method plugins, discovered through the ``wmlab.methods`` entry points."""

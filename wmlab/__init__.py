@@ -1,0 +1,8 @@
+"""wmlab: a laboratory for model-based reinforcement learning and world models."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("wmlab")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"

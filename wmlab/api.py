@@ -1,0 +1,199 @@
+"""The plugin contract: what a method provides and what the core hands it.
+
+A method is a :class:`Method` (a ``LightningModule``) built from its own typed
+``Config`` and the :class:`EnvSpecs` of the env it will act in. It says what data it
+needs through :meth:`Method.data_spec` and how it acts through
+:meth:`Method.make_policy`; the core owns everything else (envs, collection, replay,
+the loop, evaluation, checkpoints and tracking).
+
+Counting: a *policy step* is one decision of the policy; it spans
+``EnvSpecs.action_repeat`` simulator frames. wmlab reports *env steps* as frames
+(policy steps x action repeat), the unit papers use for dm_control.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import lightning as L
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+
+from wmlab import keys
+
+#: Major.minor version of this contract. A plugin declares the version it was built
+#: for in ``Method.api_version``; the registry refuses another major version.
+API_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class EnvSpecs:
+    """What a method may know about its env (never written back into the config)."""
+
+    name: str
+    """The env's name as the user gave it, e.g. ``cheetah-run``."""
+    obs_kind: str
+    """``"state"`` (float vector) or ``"pixels"`` (``uint8`` image ``[3, H, W]``)."""
+    obs_shape: tuple[int, ...]
+    """Shape of one observation, e.g. ``(17,)`` or ``(3, 64, 64)``."""
+    action_shape: tuple[int, ...]
+    """Shape of one action, e.g. ``(6,)``."""
+    action_low: torch.Tensor
+    """Lower action bound, shape ``action_shape``."""
+    action_high: torch.Tensor
+    """Upper action bound, shape ``action_shape``."""
+    action_repeat: int
+    """Simulator frames per policy step."""
+    episode_policy_steps: int
+    """Policy steps in a full episode (time limit / action repeat)."""
+    discrete: bool = False
+    """Whether actions are one-hot encoded choices rather than continuous vectors."""
+
+    @property
+    def action_dim(self) -> int:
+        return int(torch.Size(self.action_shape).numel())
+
+    @property
+    def obs_dim(self) -> int:
+        return int(torch.Size(self.obs_shape).numel())
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How a method wants to be fed."""
+
+    batch_size: int
+    """Sequences (or transitions) per update."""
+    sequence_length: int = 1
+    """Consecutive policy steps per sampled sequence; 1 samples single rows."""
+    train_ratio: float = 1.0
+    """Updates per policy step once prefill is over (TD-MPC: 1, Dreamer: 0.2 ...).
+    The core keeps ``updates = train_ratio * (policy steps - prefill)`` at all times,
+    also after a resume, so updates never come in bursts."""
+    prefill_steps: int = 5000
+    """Env steps (frames) of uniformly random actions before the first update."""
+    capacity: int | None = None
+    """Replay capacity in policy steps; ``None`` takes ``replay.capacity`` from the config."""
+    on_policy: bool = False
+    """If true, batches are the latest collected rollouts instead of replay samples."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase of training. Most methods have one; World Models and Plan2Explore several."""
+
+    name: str = "train"
+    env_steps: int | None = None
+    """Env steps (frames) collected in this stage; ``None`` means the run's ``run.steps``."""
+    updates: int | None = None
+    """For stages that collect nothing (``env_steps=0``): how many updates to run."""
+    explore: bool = True
+    """Whether collection uses the exploring policy (``make_policy(explore=True)``)."""
+
+
+@dataclass
+class Progress:
+    """Counters the core keeps and checkpoints; a method may read them (never write)."""
+
+    policy_steps: int = 0
+    env_steps: int = 0
+    updates: int = 0
+    episodes: int = 0
+    stage: str = "train"
+    stage_index: int = 0
+    stage_env_steps: int = 0
+    stage_updates: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for f in dataclasses.fields(self):
+            if f.name in state:
+                setattr(self, f.name, state[f.name])
+
+
+class Policy(TensorDictModuleBase):
+    """A policy as the core's collector and evaluator call it.
+
+    Reads ``observation`` and ``is_init`` from a TensorDict, writes ``action``.
+    Subclasses implement :meth:`act` on plain tensors with a leading batch dimension;
+    this class handles device transfer, batching and ``no_grad``. A policy may keep
+    internal state (a warm-started plan, a recurrent state) between calls and must
+    reset it for the batch entries whose ``is_init`` is true.
+    """
+
+    in_keys = [keys.OBSERVATION, keys.IS_INIT]
+    out_keys = [keys.ACTION]
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.device = torch.device(device)
+
+    def act(self, obs: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
+        """``obs`` ``[B, *obs_shape]``, ``is_init`` ``[B]`` bool -> action ``[B, *action_shape]``."""
+        raise NotImplementedError
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        obs = td.get(keys.OBSERVATION)
+        batch = td.batch_size
+        obs = obs.reshape(-1, *obs.shape[len(batch):]).to(self.device)
+        is_init = td.get(keys.IS_INIT, None)
+        if is_init is None:
+            is_init = torch.zeros(obs.shape[0], dtype=torch.bool)
+        is_init = is_init.reshape(obs.shape[0], -1)[:, 0].to(self.device)
+        with torch.no_grad():
+            action = self.act(obs, is_init)
+        td.set(keys.ACTION, action.reshape(*batch, *action.shape[1:]).to(td.device or "cpu"))
+        return td
+
+
+class Method(L.LightningModule):
+    """Base class of every method plugin (see docs/plugins.md for a walk-through).
+
+    Class attributes a plugin sets:
+      ``Config``: a dataclass, one documented field per hyperparameter, paper defaults.
+      ``presets``: named partial configs over the whole tree (``{"method": {...},
+      "run": {...}}``); ``debug`` is required (tiny nets, seconds on a CPU).
+      ``env_presets``: per-env overrides keyed by glob (``{"cartpole-*": {"env":
+      {"action_repeat": 8}}}``), applied right after the method defaults.
+      ``observations``: the observation kinds it can learn from.
+      ``api_version``: the contract version it was built for.
+    """
+
+    api_version: ClassVar[str] = API_VERSION
+    Config: ClassVar[type]
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    env_presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    observations: ClassVar[tuple[str, ...]] = ("state",)
+
+    def __init__(self, cfg: Any, specs: EnvSpecs):
+        super().__init__()
+        self.cfg = cfg
+        self.specs = specs
+        #: set by the core before training; read-only for the method
+        self.progress = Progress()
+
+    # --- required -------------------------------------------------------------------
+    def data_spec(self) -> DataSpec:
+        """What to sample and how often to update."""
+        raise NotImplementedError
+
+    def make_policy(self, explore: bool) -> Policy:
+        """The acting policy; ``explore=False`` is the deterministic evaluation policy."""
+        raise NotImplementedError
+
+    # --- optional -------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        """Training phases, run in order by the core."""
+        return [Stage()]
+
+    def on_stage_start(self, stage: Stage) -> None:
+        """Called when a stage begins (also when a resumed run re-enters it)."""
+
+    def replay_transform(self):
+        """A callable applied to sampled batches (e.g. goal relabelling), or ``None``."""
+        return None

@@ -1,0 +1,268 @@
+"""Configuration: typed sections, presets and overrides, composed with OmegaConf.
+
+Order of composition (later wins)::
+
+    core defaults (dataclasses below, then configs/defaults.yaml)
+      <- env preset      (configs/envs/<domain>.yaml, then configs/envs/<domain>-<task>.yaml)
+      <- method defaults (the plugin's typed Config) and its env_presets
+      <- presets         (--preset NAME: configs/presets/NAME.yaml and the method's own)
+      <- --config FILE   (repeatable, in order)
+      <- key=value overrides
+
+Every key is typed; an unknown key or a value of the wrong type is an error naming it.
+The result is read-only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from wmlab.errors import ConfigError
+
+
+@dataclass
+class RunConfig:
+    seed: int = 1
+    """Seed of everything (torch, numpy, envs); eval envs use seed + 10_000."""
+    steps: int = 500_000
+    """Training budget in env steps (simulator frames, i.e. policy steps x action repeat)."""
+    name: Optional[str] = None
+    """MLflow run name; default ``<method>-<env>-s<seed>``."""
+    accelerator: str = "auto"
+    """Lightning accelerator: auto, cpu, gpu."""
+    devices: Any = 1
+    """Lightning devices: a count, a list of indices or ``auto``."""
+    precision: str = "32-true"
+    """Lightning precision: 32-true, bf16-mixed, 16-mixed."""
+    strategy: str = "auto"
+    """Lightning strategy, e.g. ddp (each rank collects with its own seed and buffer)."""
+    threads: int = 0
+    """torch intra-op threads; 0 uses every core of the machine."""
+
+
+@dataclass
+class EnvConfig:
+    name: str = ""
+    """``domain-task`` of a dm_control suite task (set by ``--env``)."""
+    obs: str = "state"
+    """``state`` (concatenated state vector) or ``pixels`` (64x64 RGB)."""
+    action_repeat: int = 2
+    """Simulator frames per policy step."""
+    episode_steps: int = 1000
+    """Episode length in simulator frames (dm_control's time limit)."""
+    image_size: int = 64
+    """Side of rendered square images."""
+    camera: int = 0
+    """Camera id used for pixels and videos (quadruped tasks use 2)."""
+    fast_render: bool = True
+    """Turn off shadows, reflections and multisampling (15-20x faster on CPU)."""
+
+
+@dataclass
+class ReplayConfig:
+    capacity: int = 1_000_000
+    """Replay capacity in policy steps (a method's DataSpec may ask for another)."""
+    device: str = "auto"
+    """Where the replay lives: ``auto`` (the training device) or an explicit device."""
+
+
+@dataclass
+class EvalConfig:
+    every: int = 10_000
+    """Evaluate every this many env steps (0 disables periodic evaluation)."""
+    episodes: int = 10
+    """Deterministic-policy episodes per evaluation."""
+    video: bool = True
+    """Record the first episode of each evaluation as an mp4."""
+    final: bool = True
+    """Also evaluate when training ends."""
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 50_000
+    """Checkpoint at the first episode end after every this many env steps (0: only at the end)."""
+    dir: str = "checkpoints"
+    """Checkpoints go to ``<dir>/<mlflow run id>/``."""
+    replay: bool = True
+    """Save the replay buffer with the checkpoint (needed for an exact resume)."""
+
+
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None
+    """MLflow tracking URI; default ``$MLFLOW_TRACKING_URI``, else the local store ./mlflow/."""
+    experiment: str = "wmlab"
+    """MLflow experiment name."""
+    log_every: int = 50
+    """Log training metrics every this many updates."""
+
+
+@dataclass
+class CoreConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    method: Any = None
+
+
+def configs_dir() -> Path:
+    """The YAML presets shipped with wmlab (top-level ``configs/``, installed as ``wmlab.configs``)."""
+    return Path(str(resources.files("wmlab.configs")))
+
+
+def _load_yaml(path: Path, what: str) -> DictConfig:
+    try:
+        loaded = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except (OmegaConfBaseException, ValueError, OSError) as e:  # yaml errors are ValueErrors
+        raise ConfigError(f"cannot read {what} {path}: {e}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{what} {path} must hold a mapping of sections, e.g. 'run: {{steps: 1000}}'")
+    return loaded
+
+
+def available_presets(method_cls) -> list[str]:
+    files = {p.stem for p in (configs_dir() / "presets").glob("*.yaml")}
+    return sorted(files | set(getattr(method_cls, "presets", {})))
+
+
+def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    """``["method.lr=3e-4", "run.steps=1000"]`` -> a config tree; malformed items are errors."""
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key or any(not part.isidentifier() for part in key.split(".")):
+            raise ConfigError(
+                f"malformed override {item!r}: expected key=value with a dotted key, "
+                f"e.g. run.steps=100000 or method.lr=3e-4"
+            )
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"malformed override: {e}") from None
+
+
+def _merge(base: DictConfig, layer: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, layer)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        msg = str(e).splitlines()[0]
+        if "Key" in type(e).__name__ or "not in struct" in msg or "Could not override" in msg:
+            raise ConfigError(f"unknown config key {key!r} (from {source}); "
+                              f"valid keys: {_valid_keys_near(base, key)}") from None
+        raise ConfigError(f"bad value for {key!r} (from {source}): {msg}") from None
+
+
+def _valid_keys_near(cfg: DictConfig, key: str) -> str:
+    parts = key.split(".") if key else []
+    node: Any = cfg
+    prefix = []
+    for part in parts[:-1]:
+        if isinstance(node, DictConfig) and part in node:
+            node = node[part]
+            prefix.append(part)
+        else:
+            break
+    if not isinstance(node, DictConfig):
+        node = cfg
+        prefix = []
+    names = [".".join(prefix + [str(k)]) for k in node.keys()]
+    return ", ".join(names)
+
+
+def compose(
+    method_name: str,
+    method_cls,
+    env_name: str,
+    *,
+    presets: Sequence[str] = (),
+    files: Sequence[str | Path] = (),
+    overrides: Sequence[str] = (),
+) -> DictConfig:
+    """Build the resolved, read-only config of a run (see the module docstring for the order)."""
+    cfg = OmegaConf.structured(CoreConfig)
+    OmegaConf.set_struct(cfg, False)
+    cfg.method = OmegaConf.structured(method_cls.Config)
+    OmegaConf.set_struct(cfg, True)
+    cdir = configs_dir()
+
+    layers: list[tuple[Any, str]] = []
+    defaults = cdir / "defaults.yaml"
+    if defaults.exists():
+        layers.append((_load_yaml(defaults, "core defaults"), str(defaults)))
+    layers.append(({"env": {"name": env_name}}, "--env"))
+    domain = env_name.split("-", 1)[0]
+    for stem in dict.fromkeys([domain, env_name]):
+        path = cdir / "envs" / f"{stem}.yaml"
+        if path.exists():
+            layers.append((_load_yaml(path, "env preset"), str(path)))
+    for pattern, layer in getattr(method_cls, "env_presets", {}).items():
+        if fnmatch.fnmatchcase(env_name, pattern):
+            layers.append((layer, f"{method_name} env preset {pattern!r}"))
+    for preset in presets:
+        found = False
+        path = cdir / "presets" / f"{preset}.yaml"
+        if path.exists():
+            layers.append((_load_yaml(path, "preset"), str(path)))
+            found = True
+        if preset in getattr(method_cls, "presets", {}):
+            layers.append((method_cls.presets[preset], f"{method_name} preset {preset!r}"))
+            found = True
+        if not found:
+            raise ConfigError(f"unknown preset {preset!r} for method {method_name!r}; "
+                              f"valid presets: {', '.join(available_presets(method_cls)) or 'none'}")
+    for f in files:
+        layers.append((_load_yaml(Path(f), "config file"), str(f)))
+    if overrides:
+        layers.append((parse_overrides(overrides), "command-line override"))
+
+    for layer, source in layers:
+        cfg = _merge(cfg, layer, source)
+    _validate(cfg, method_cls)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _validate(cfg: DictConfig, method_cls) -> None:
+    kinds = ("state", "pixels")
+    if cfg.env.obs not in kinds:
+        raise ConfigError(f"env.obs={cfg.env.obs!r} is not valid; valid: {', '.join(kinds)}")
+    supported = getattr(method_cls, "observations", ("state",))
+    if cfg.env.obs not in supported:
+        raise ConfigError(f"this method learns from {', '.join(supported)}, not env.obs={cfg.env.obs}")
+    positive = ["run.steps", "env.action_repeat", "env.episode_steps", "env.image_size",
+                "replay.capacity", "eval.episodes"]
+    for key in positive:
+        if OmegaConf.select(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)
+
+
+def flatten(cfg: DictConfig) -> dict[str, Any]:
+    """``{"method.lr": 0.001, ...}`` for MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out

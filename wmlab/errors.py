@@ -1,0 +1,21 @@
+"""User-facing errors: the CLI prints their message and exits non-zero, no traceback."""
+
+
+class WmlabError(Exception):
+    """A problem with the user's input or setup; the message says what is valid."""
+
+
+class ConfigError(WmlabError):
+    """An unknown key, a wrong type, a malformed override or a missing preset."""
+
+
+class RegistryError(WmlabError):
+    """An unknown or broken plugin, or one built for another API version."""
+
+
+class EnvError(WmlabError):
+    """An unknown env or task, or a missing renderer."""
+
+
+class CheckpointError(WmlabError):
+    """A checkpoint that is missing, unreadable or from another method."""
