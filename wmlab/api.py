@@ -101,6 +101,8 @@ class Progress:
     policy_steps: int = 0
     env_steps: int = 0
     updates: int = 0
+    offline_updates: int = 0
+    """Updates made in stages that collect nothing (they do not count against the train ratio)."""
     episodes: int = 0
     stage: str = "train"
     stage_index: int = 0

@@ -190,8 +190,12 @@ def compose(
     presets: Sequence[str] = (),
     files: Sequence[str | Path] = (),
     overrides: Sequence[str] = (),
+    base: DictConfig | None = None,
 ) -> DictConfig:
-    """Build the resolved, read-only config of a run (see the module docstring for the order)."""
+    """Build the resolved, read-only config of a run (see the module docstring for the order).
+
+    ``base`` (a resumed run's saved config) is applied after the presets, before files
+    and overrides."""
     cfg = OmegaConf.structured(CoreConfig)
     OmegaConf.set_struct(cfg, False)
     cfg.method = OmegaConf.structured(method_cls.Config)
@@ -223,6 +227,8 @@ def compose(
         if not found:
             raise ConfigError(f"unknown preset {preset!r} for method {method_name!r}; "
                               f"valid presets: {', '.join(available_presets(method_cls)) or 'none'}")
+    if base is not None:
+        layers.append((base, "the checkpoint's config"))
     for f in files:
         layers.append((_load_yaml(Path(f), "config file"), str(f)))
     if overrides:

@@ -1,0 +1,68 @@
+"""Evaluation: N episodes of the deterministic policy in a separate env, one on video."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchrl.envs.utils import step_mdp
+
+from wmlab import keys
+
+#: eval envs are seeded apart from the training env
+EVAL_SEED_OFFSET = 10_000
+
+
+@dataclass
+class EvalResult:
+    returns: list[float]
+    lengths: list[int]
+    frames: np.ndarray | None
+    """``[T, H, W, 3]`` uint8 frames of the first episode, if a video was asked for."""
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns))
+
+
+def run_episode(env, policy, *, max_steps: int, render=None) -> tuple[float, int, list[np.ndarray]]:
+    """One episode with ``policy``; ``render(env)`` (if given) is called after every step."""
+    frames = [render(env)] if render else []
+    td = env.reset()
+    total, steps = 0.0, 0
+    for steps in range(1, max_steps + 1):
+        td = env.step(policy(td))
+        total += float(td.get(keys.REWARD).sum())
+        if render:
+            frames.append(render(env))
+        if bool(td.get(keys.DONE).any()):
+            break
+        td = step_mdp(td)
+    return total, steps, frames
+
+
+def evaluate(env, policy, *, episodes: int, max_steps: int, seed: int, render=None) -> EvalResult:
+    """Mean return of ``episodes`` episodes; the env is reseeded so every evaluation of a
+    run sees the same initial states. ``render`` records the first episode."""
+    env.set_seed(seed + EVAL_SEED_OFFSET)
+    returns, lengths, video = [], [], None
+    for i in range(episodes):
+        ret, length, frames = run_episode(env, policy, max_steps=max_steps,
+                                          render=render if i == 0 else None)
+        returns.append(ret)
+        lengths.append(length)
+        if frames:
+            video = np.stack(frames)
+    return EvalResult(returns, lengths, video)
+
+
+def seeded(fn, seed: int):
+    """Run ``fn`` under a forked torch RNG so evaluation leaves training's RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fn()
