@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -126,8 +127,9 @@ def _load_yaml(path: Path, what: str) -> DictConfig:
         loaded = OmegaConf.load(path)
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None
-    except (OmegaConfBaseException, ValueError, OSError) as e:  # yaml errors are ValueErrors
-        raise ConfigError(f"cannot read {what} {path}: {e}") from None
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError, OSError) as e:
+        detail = " ".join(str(e).split())
+        raise ConfigError(f"cannot read {what} {path}: {detail}") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{what} {path} must hold a mapping of sections, e.g. 'run: {{steps: 1000}}'")
     return loaded

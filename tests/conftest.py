@@ -1,0 +1,37 @@
+"""Shared fixtures: every test runs with a private MLflow store and checkpoint folder."""
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path, monkeypatch):
+    """Run in a temporary folder so ./mlflow and ./checkpoints never touch the repository."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+
+
+@pytest.fixture
+def fake_plugins(tmp_path, monkeypatch):
+    """Install throw-away entry points: ``fake_plugins(name, source, group=...)``."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+
+    def add(name: str, source: str, group: str = "wmlab.methods", obj: str = "Plugin") -> None:
+        module = f"fake_{name}"
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+        info = root / f"fake_{name}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fake-{name}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[{group}]\n{name} = {module}:{obj}\n")
+        sys.modules.pop(module, None)
+
+    return add
