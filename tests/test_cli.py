@@ -1,0 +1,128 @@
+"""The real entry point end to end: a smoke run per method, resume, eval, bad input."""
+
+import math
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from wmlab import registry
+from wmlab.cli import main
+from wmlab.tracking import tracking_uri
+
+METHODS = registry.names(registry.METHODS)
+ENV = "cartpole-swingup"
+
+
+def client():
+    return mlflow.MlflowClient(tracking_uri(None))
+
+
+def only_run():
+    c = client()
+    exp = c.get_experiment_by_name("wmlab")
+    runs = c.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def steps_of(run, key):
+    return [m.step for m in client().get_metric_history(run.info.run_id, key)]
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_fit_smoke(name, capsys):
+    assert main(["fit", "--method", name, "--env", ENV, "--preset", "debug"]) == 0
+    run = only_run()
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"{name}-{ENV}-s1"
+    tags = run.data.tags
+    assert tags["wmlab.method"] == name and tags["wmlab.env"] == ENV and tags["wmlab.seed"] == "1"
+    assert tags["wmlab.plugin"] and tags["wmlab.plugin_version"]
+    assert run.data.params["method.batch_size"] or True
+    metrics = run.data.metrics
+    assert "eval/episode_return" in metrics and "collect/episode_return" in metrics
+    assert any(k.startswith("train/loss/") for k in metrics), sorted(metrics)
+    # x-axis is env steps: the last eval is at the end of the budget (400 env steps in debug)
+    assert steps_of(run, "eval/episode_return")[-1] == 400
+    artifacts = {a.path for a in client().list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "model", "videos"} <= artifacts
+    out = capsys.readouterr().out
+    assert "400 env steps" in out
+
+
+def test_resume_continues_the_same_run(capsys):
+    name = "tdmpc"
+    common = ["--method", name, "--env", ENV, "--preset", "debug"]
+    assert main(["fit", *common, "run.steps=300", "eval.every=0", "checkpoint.every=100"]) == 0
+    first = only_run()
+    ckpt_dir = first.data.tags["wmlab.checkpoint_dir"]
+    assert main(["fit", "--resume", first.info.run_id, "run.steps=600"]) == 0
+    run = only_run()  # the same run, continued
+    assert run.info.run_id == first.info.run_id and run.info.status == "FINISHED"
+    from wmlab import checkpoint
+
+    _, state = checkpoint.load(ckpt_dir)
+    progress = state["progress"]
+    assert progress["env_steps"] == 600
+    # no env step lost or repeated: episodes of 100 env steps (debug), 6 of them in the log
+    episode_steps = steps_of(run, "collect/episode_return")
+    assert episode_steps == sorted(set(episode_steps)) == [100, 200, 300, 400, 500, 600]
+    # no burst of updates: exactly train_ratio * (policy steps - prefill) updates in all
+    cls, _ = registry.load_method(name)
+    from wmlab.config import compose
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(state["config"])
+    repeat = cfg.env.action_repeat
+    prefill = math.ceil(cfg.method.seed_steps / repeat)
+    assert progress["updates"] == math.floor(1.0 * (600 // repeat - prefill))
+
+
+def test_eval_command(capsys, tmp_path):
+    assert main(["fit", "--method", "tdmpc", "--env", ENV, "--preset", "debug", "eval.every=0"]) == 0
+    run = only_run()
+    assert main(["eval", "--checkpoint", run.info.run_id, "--episodes", "2",
+                 "--video", str(tmp_path / "v.mp4")]) == 0
+    out = capsys.readouterr().out
+    assert "over 2 episodes" in out and "+-" in out
+    assert (tmp_path / "v.mp4").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fit", "--method", "nosuch", "--env", ENV], "unknown method 'nosuch'"),
+    (["fit", "--method", "tdmpc", "--env", "cheetah-fly"], "cheetah-run"),
+    (["fit", "--method", "tdmpc", "--env", ENV, "run.stepz=3"], "unknown config key 'run.stepz'"),
+    (["fit", "--method", "tdmpc", "--env", ENV, "run.steps"], "malformed override"),
+    (["fit", "--method", "tdmpc", "--env", ENV, "--preset", "nope"], "valid presets"),
+    (["eval", "--checkpoint", "does-not-exist"], "neither a checkpoint folder"),
+])
+def test_bad_input_is_one_clear_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "ckpt"
+    bad.mkdir()
+    (bad / "state.pt").write_bytes(b"not a checkpoint")
+    assert main(["eval", "--checkpoint", str(bad)]) == 2
+    assert "cannot read checkpoint" in capsys.readouterr().err
+
+
+def test_config_and_list_commands(capsys):
+    assert main(["config", "--method", "tdmpc", "--env", ENV, "method.horizon=3"]) == 0
+    out = capsys.readouterr().out
+    assert "horizon: 3" in out and "name: cartpole-swingup" in out
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "tdmpc" in out and "dmc" in out and "wmlab" in out
+
+
+def test_console_script_exit_code():
+    proc = subprocess.run([sys.executable, "-m", "wmlab.cli", "fit", "--method", "nosuch", "--env", ENV],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
