@@ -1,0 +1,103 @@
+"""Env families: the contract an env plugin implements, and ``--env`` parsing.
+
+An *env family* is a set of related tasks behind one plugin (``dmc`` is dm_control's
+suite). A family is a class registered under the entry-point group ``wmlab.envs``
+(resolved by :mod:`wmlab.registry`); it turns a task name and the ``env`` section of
+the config into a torchrl env whose TensorDicts follow :mod:`wmlab.keys`:
+
+* reset and step data carry ``observation`` (``float32`` vector or ``uint8 [3, H, W]``)
+  and ``is_init``;
+* step data carry ``("next", "reward")`` (``float32 [1]``, summed over the repeated
+  frames), ``("next", "done")``, ``("next", "terminated")`` and ``("next", "truncated")``;
+* one step is one *policy step* of ``env.action_repeat`` frames, and an episode is
+  ``env.episode_steps // env.action_repeat`` policy steps unless the task ends earlier.
+
+``--env cheetah-run`` names a task of the default family (``dmc``); ``--env fam:task``
+names the family explicitly.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, ClassVar
+
+import numpy as np
+
+from wmlab.errors import EnvError
+
+#: family used when ``--env`` carries no ``family:`` prefix
+DEFAULT_FAMILY = "dmc"
+
+__all__ = ["DEFAULT_FAMILY", "EnvFamily", "split_family"]
+
+
+def split_family(env_arg: str) -> tuple[str, str]:
+    """Split an ``--env`` argument into ``(family, task)``.
+
+    ``"cheetah-run"`` -> ``("dmc", "cheetah-run")``; ``"fam:task"`` -> ``("fam", "task")``.
+    Raises :class:`EnvError` for an empty name or an empty family/task around the colon.
+    """
+    if not isinstance(env_arg, str) or not env_arg.strip():
+        raise EnvError("empty env name: pass --env TASK (e.g. cheetah-run) or --env FAMILY:TASK; "
+                       "`wmlab list` shows all")
+    family, sep, task = env_arg.partition(":")
+    if not sep:
+        return DEFAULT_FAMILY, env_arg
+    if not family or not task:
+        raise EnvError(f"malformed env name {env_arg!r}: expected TASK or FAMILY:TASK, "
+                       f"e.g. cheetah-run or {DEFAULT_FAMILY}:cheetah-run; `wmlab list` shows all")
+    return family, task
+
+
+class EnvFamily:
+    """Base class of env families (see the module docstring for what an env must yield).
+
+    A family is instantiated without arguments. Subclasses implement :meth:`tasks`,
+    :meth:`make`, :meth:`specs` and :meth:`render`; :meth:`validate` has a generic
+    implementation based on :meth:`tasks`.
+    """
+
+    #: major.minor version of this contract the family was written for
+    api_version: ClassVar[str] = "1.0"
+    #: one line shown by ``wmlab list``
+    description: ClassVar[str] = ""
+
+    def tasks(self) -> list[str]:
+        """Every valid task name of the family, e.g. ``["acrobot-swingup", ...]``."""
+        raise NotImplementedError
+
+    def validate(self, name: str) -> str:
+        """Return ``name`` if it is a task of this family, else raise :class:`EnvError`.
+
+        The error names the bad name, lists close matches and points at ``wmlab list``.
+        """
+        tasks = self.tasks()
+        if name in tasks:
+            return name
+        raise EnvError(unknown_name_message(name, tasks, what=f"{type(self).__name__} task"))
+
+    def make(self, name: str, cfg: Any, *, seed: int):
+        """Build the torchrl env (an ``EnvBase``) for task ``name``.
+
+        ``cfg`` is the ``env`` config section (fields of :class:`wmlab.config.EnvConfig`);
+        ``seed`` seeds the task's randomness (initial states, targets).
+        """
+        raise NotImplementedError
+
+    def specs(self, env: Any, cfg: Any):
+        """The :class:`wmlab.api.EnvSpecs` of an env built by :meth:`make` with ``cfg``."""
+        raise NotImplementedError
+
+    def render(self, env: Any, size: int) -> np.ndarray:
+        """A ``uint8 [size, size, 3]`` picture of ``env``'s current state (for videos).
+
+        Works for state-based envs too.
+        """
+        raise NotImplementedError
+
+
+def unknown_name_message(name: str, valid: list[str], *, what: str = "env") -> str:
+    """``unknown <what> 'x'; did you mean: a, b? `wmlab list` shows all`` (difflib matches)."""
+    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.6)
+    hint = f"; did you mean: {', '.join(close)}?" if close else ""
+    return f"unknown {what} {name!r}{hint} (`wmlab list` shows all)"
