@@ -196,6 +196,13 @@ class Method(L.LightningModule):
     def on_stage_start(self, stage: Stage) -> None:
         """Called when a stage begins (also when a resumed run re-enters it)."""
 
+    def eval_videos(self, batch: TensorDictBase) -> dict[str, Any]:
+        """Extra videos logged at every evaluation, ``{name: uint8 [T, H, W, 3]}``.
+
+        ``batch`` is a replay sample shaped as :meth:`data_spec` asks (e.g. for an
+        open-loop prediction video: real frames beside the model's imagined ones)."""
+        return {}
+
     def replay_transform(self):
         """A callable applied to sampled batches (e.g. goal relabelling), or ``None``."""
         return None

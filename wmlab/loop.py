@@ -42,6 +42,7 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", ".*IterableDataset.*has `__len__` defined.*")
     warnings.filterwarnings("ignore", ".*compiler attribute 'settotalmass'.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
 
 
 @dataclass
@@ -234,6 +235,13 @@ def evaluate_now(run: Run) -> float:
                             step=step)
     if result.frames is not None:
         run.tracker.log_video(result.frames, name="eval", step=step)
+    if len(run.replay) > 0:
+        from wmlab.data import sample
+
+        with torch.no_grad():
+            extra = run.method.eval_videos(sample(run.replay, run.data_spec))
+        for name, frames in extra.items():
+            run.tracker.log_video(frames, name=name, step=step)
     run.last_eval = result.mean
     return result.mean
 
