@@ -1,0 +1,66 @@
+"""Dreamer's convolutional image encoder and transposed-convolution decoder.
+
+As in Hafner et al. 2019/2020 (PlaNet arXiv 1811.04551, Dreamer arXiv 1912.01603,
+authors' code ``models.py``): 64x64x3 images, 4 conv layers of depth ``d, 2d, 4d, 8d``
+(kernel 4, stride 2, ReLU, no padding) giving a ``32 d``-dimensional embedding (1024 for
+``d = 32``); the decoder maps a feature vector through a Linear to ``32 d`` channels at
+1x1 and 4 transposed convolutions (kernels 5, 5, 6, 6, stride 2) back to 64x64x3, the mean
+of a unit-variance Gaussian over pixels.
+
+Images are channels-first ``[..., 3, 64, 64]``; any number of leading dims is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from wmlab.nets.mlp import activation
+
+
+class ConvEncoder(nn.Module):
+    """``[..., C, 64, 64]`` (scaled to [-0.5, 0.5]) -> ``[..., 32 * depth]``."""
+
+    def __init__(self, obs_shape: Sequence[int] = (3, 64, 64), *, depth: int = 32, act: str = "relu"):
+        super().__init__()
+        c = obs_shape[0]
+        layers: list[nn.Module] = []
+        for mult in (1, 2, 4, 8):
+            layers += [nn.Conv2d(c, mult * depth, 4, stride=2), activation(act)]
+            c = mult * depth
+        self.convs = nn.Sequential(*layers)
+        with torch.no_grad():
+            self.out_dim = int(self.convs(torch.zeros(1, *obs_shape)).numel())
+        self.obs_shape = tuple(obs_shape)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        lead = obs.shape[:-3]
+        x = self.convs(obs.reshape(-1, *obs.shape[-3:]))  # [N, 8d, 2, 2]
+        return x.reshape(*lead, -1)  # [..., 32d]
+
+
+class ConvDecoder(nn.Module):
+    """``[..., feat_dim]`` -> image mean ``[..., C, 64, 64]`` (in the encoder's scale)."""
+
+    def __init__(self, feat_dim: int, obs_shape: Sequence[int] = (3, 64, 64), *, depth: int = 32,
+                 act: str = "relu"):
+        super().__init__()
+        if tuple(obs_shape[1:]) != (64, 64):
+            raise ValueError(f"ConvDecoder produces 64x64 images, not {tuple(obs_shape)}")
+        self.depth = depth
+        self.linear = nn.Linear(feat_dim, 32 * depth)
+        chans = [32 * depth, 4 * depth, 2 * depth, depth]
+        layers: list[nn.Module] = []
+        for c_in, c_out, k in zip(chans[:-1], chans[1:], (5, 5, 6)):
+            layers += [nn.ConvTranspose2d(c_in, c_out, k, stride=2), activation(act)]
+        layers.append(nn.ConvTranspose2d(depth, obs_shape[0], 6, stride=2))
+        self.deconvs = nn.Sequential(*layers)
+        self.obs_shape = tuple(obs_shape)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        lead = feat.shape[:-1]
+        x = self.linear(feat).reshape(-1, 32 * self.depth, 1, 1)  # [N, 32d, 1, 1]
+        x = self.deconvs(x)  # [N, C, 64, 64]
+        return x.reshape(*lead, *self.obs_shape)

@@ -1,0 +1,103 @@
+"""Prediction heads on latent features: Gaussian (reward, value, decoders), Bernoulli
+(continue / discount) and the tanh-Normal actor.
+
+As Dreamer's ``DenseDecoder`` and ``ActionDecoder`` (Hafner et al. 2020, arXiv 1912.01603;
+authors' code ``models.py``): an ELU MLP, then a unit-variance Normal over the target
+(reward: 2 hidden layers, value: 3, of 400 units), a Bernoulli over "the episode continues"
+(3 layers), and for actions a Normal squashed by tanh (4 layers) with
+``mean = 5 tanh(mu / 5)`` and ``std = softplus(s + softplus^-1(5)) + 1e-4``.
+
+Negative log-likelihoods include their constants, so logged losses are true NLLs in nats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wmlab.nets.mlp import mlp
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def gaussian_nll(mean: torch.Tensor, target: torch.Tensor, event_dims: int = 1) -> torch.Tensor:
+    """``-log N(target; mean, 1)`` summed over the last ``event_dims`` dims: ``[...]``."""
+    nll = 0.5 * (target - mean).pow(2) + _HALF_LOG_2PI
+    return nll.flatten(-event_dims).sum(-1) if event_dims > 0 else nll
+
+
+def bernoulli_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``-log Bernoulli(target; sigmoid(logits))`` summed over the last dim: ``[...]``."""
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
+
+
+class GaussianHead(nn.Module):
+    """Features ``[..., F]`` -> mean ``[..., out_dim]`` of a unit-variance Normal.
+
+    Reward and value heads (``out_dim=1``) and the state-vector decoder."""
+
+    def __init__(self, in_dim: int, out_dim: int = 1, *, hidden: int = 400, layers: int = 2,
+                 act: str = "elu"):
+        super().__init__()
+        self.net = mlp(in_dim, [hidden] * layers, out_dim, act=act)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.net(feat)
+
+    def nll(self, feat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``[...]``: negative log-likelihood of ``target [..., out_dim]``."""
+        return gaussian_nll(self(feat), target)
+
+
+class BernoulliHead(nn.Module):
+    """Features ``[..., F]`` -> logits ``[..., 1]`` of "the episode continues" (the continue
+    or ``pcont`` head; Dreamer's optional discount predictor)."""
+
+    def __init__(self, in_dim: int, *, hidden: int = 400, layers: int = 3, act: str = "elu"):
+        super().__init__()
+        self.net = mlp(in_dim, [hidden] * layers, 1, act=act)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.net(feat)
+
+    def prob(self, feat: torch.Tensor) -> torch.Tensor:
+        """``[..., 1]``: probability of continuing (the mean of the Bernoulli)."""
+        return torch.sigmoid(self(feat))
+
+    def nll(self, feat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``[...]``: negative log-likelihood of ``target [..., 1]`` in [0, 1]."""
+        return bernoulli_nll(self(feat), target)
+
+
+class TanhNormalActor(nn.Module):
+    """Dreamer's action model: ``tanh(Normal(mean, std))`` per action dimension, in [-1, 1]."""
+
+    def __init__(self, in_dim: int, action_dim: int, *, hidden: int = 400, layers: int = 4,
+                 act: str = "elu", init_std: float = 5.0, min_std: float = 1e-4, mean_scale: float = 5.0):
+        super().__init__()
+        self.net = mlp(in_dim, [hidden] * layers, 2 * action_dim, act=act)
+        self.raw_init_std = math.log(math.expm1(init_std))  # softplus^-1(init_std)
+        self.min_std, self.mean_scale = min_std, mean_scale
+
+    def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-tanh ``mean, std``: ``[..., A]`` each."""
+        mean, std = self.net(feat).chunk(2, -1)
+        mean = self.mean_scale * torch.tanh(mean / self.mean_scale)
+        std = F.softplus(std + self.raw_init_std) + self.min_std
+        return mean, std
+
+    def sample(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action ``[..., A]`` and its log-probability ``[...]``."""
+        mean, std = self(feat)
+        x = mean + std * torch.randn_like(mean)
+        log_prob = -0.5 * ((x - mean) / std).pow(2) - std.log() - _HALF_LOG_2PI
+        # tanh's log-det-Jacobian, in the stable form 2 (log 2 - x - softplus(-2x))
+        log_prob = log_prob - 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))
+        return torch.tanh(x), log_prob.sum(-1)
+
+    def mode(self, feat: torch.Tensor) -> torch.Tensor:
+        """``tanh(mean)``: ``[..., A]`` (the deterministic evaluation action)."""
+        return torch.tanh(self(feat)[0])
