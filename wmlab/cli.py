@@ -124,7 +124,7 @@ def _resume_source(ref: str):
         run = find_run(ref)
     except Exception as e:
         raise CheckpointError(f"{ref!r} is neither a checkpoint folder nor a known MLflow run id ({e})") from None
-    folder = run.data.tags.get("wmlab.checkpoint_dir") if run else None
+    folder = run.data.tags.get("wmlab.checkpoint_dir")
     if not folder:
         raise CheckpointError(f"{ref!r} is neither a checkpoint folder nor an MLflow run with checkpoints")
     return checkpoint.load(folder)

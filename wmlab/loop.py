@@ -326,11 +326,16 @@ def run_stage(run: Run, stage: Stage, optimizer_states: list[dict]) -> None:
     logger = MlflowEnvStepLogger(run.tracker, step_fn=lambda: run.progress.env_steps)
     trainer = make_trainer(cfg, callbacks, logger)
     try:
-        fit_interruptible(trainer, run.method, DataLoader(stream, batch_size=None))
+        fit_interruptible(trainer, run.method, DataLoader(stream, batch_size=None, collate_fn=_as_is))
     finally:
         bar.close()
         stream.close()
     run.last_trainer = trainer
+
+
+def _as_is(batch):
+    """The stream yields finished TensorDict batches: no collation."""
+    return batch
 
 
 def fit_interruptible(trainer: L.Trainer, module, loader) -> None:
