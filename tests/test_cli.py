@@ -122,3 +122,29 @@ def test_console_script_exit_code():
     proc = subprocess.run([sys.executable, "-m", "wmlab.cli", "fit", "--method", "nosuch", "--env", ENV],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_marks_killed_and_keeps_the_checkpoint(tmp_path):
+    import os
+    import signal
+    import time
+
+    from wmlab import checkpoint
+
+    cmd = [sys.executable, "-m", "wmlab.cli", "fit", "--method", "tdmpc", "--env", ENV, "--preset",
+           "debug", "run.steps=100000", "checkpoint.every=50", "eval.every=0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("checkpoints/*/latest")) and time.time() < deadline:
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    run = only_run()
+    assert run.info.status == "KILLED"
+    ckpt, state = checkpoint.load(run.data.tags["wmlab.checkpoint_dir"])
+    assert state["progress"]["env_steps"] > 0
