@@ -38,6 +38,7 @@ def quiet_libraries() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchrl", "absl", "alembic",
                  "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.ERROR)  # dm_control's deprecation chatter
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*IterableDataset.*has `__len__` defined.*")
     warnings.filterwarnings("ignore", ".*compiler attribute 'settotalmass'.*")
@@ -66,6 +67,8 @@ class Run:
     stream: ReplayStream | None = None
     last_return: float | None = None
     last_eval: float | None = None
+    step_listeners: list = field(default_factory=list)
+    """Extra ``fn(td)`` called on every collected policy step (benchmarks, tools)."""
 
 
 def set_threads(cfg: DictConfig) -> None:
@@ -319,6 +322,7 @@ def run_stage(run: Run, stage: Stage, optimizer_states: list[dict]) -> None:
     run.stream = stream
     bar = ProgressBar(run, stage, budget)
     stream.on_step.append(bar.on_collect)
+    stream.on_step.extend(run.step_listeners)
     stream.on_episode.append(lambda ret, length: on_episode(run, ret, length))
     callbacks = [Counters(run, stage), bar, Throughput(run), Evaluation(run), Checkpointing(run)]
     if optimizer_states:
