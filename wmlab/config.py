@@ -5,7 +5,8 @@ Order of composition (later wins)::
     core defaults (dataclasses below, then configs/defaults.yaml)
       <- env preset      (configs/envs/<domain>.yaml, then configs/envs/<domain>-<task>.yaml)
       <- method defaults (the plugin's typed Config) and its env_presets
-      <- presets         (--preset NAME: configs/presets/NAME.yaml and the method's own)
+      <- presets         (--preset NAME: configs/presets/NAME.yaml or configs/experiments/NAME.yaml,
+                          and the method's own preset of that name)
       <- --config FILE   (repeatable, in order)
       <- key=value overrides
 
@@ -135,8 +136,11 @@ def _load_yaml(path: Path, what: str) -> DictConfig:
     return loaded
 
 
+PRESET_DIRS = ("presets", "experiments")
+
+
 def available_presets(method_cls) -> list[str]:
-    files = {p.stem for p in (configs_dir() / "presets").glob("*.yaml")}
+    files = {p.stem for d in PRESET_DIRS for p in (configs_dir() / d).glob("*.yaml")}
     return sorted(files | set(getattr(method_cls, "presets", {})))
 
 
@@ -219,10 +223,11 @@ def compose(
             layers.append((layer, f"{method_name} env preset {pattern!r}"))
     for preset in presets:
         found = False
-        path = cdir / "presets" / f"{preset}.yaml"
-        if path.exists():
-            layers.append((_load_yaml(path, "preset"), str(path)))
-            found = True
+        for folder in PRESET_DIRS:
+            path = cdir / folder / f"{preset}.yaml"
+            if path.exists():
+                layers.append((_load_yaml(path, "preset"), str(path)))
+                found = True
         if preset in getattr(method_cls, "presets", {}):
             layers.append((method_cls.presets[preset], f"{method_name} preset {preset!r}"))
             found = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -153,15 +154,20 @@ class ProgressBar(Callback):
 
     def _postfix(self):
         now = time.monotonic()
-        if now - self._last_post < 1.0:
+        if now - self._last_post < (1.0 if not self.bar.disable else 30.0):
             return
         self._last_post = now
-        post = {"upd": self.run.progress.updates}
+        p = self.run.progress
+        post = {"upd": p.updates}
         if self.run.last_return is not None:
             post["ret"] = f"{self.run.last_return:.1f}"
         if self.run.last_eval is not None:
             post["eval"] = f"{self.run.last_eval:.1f}"
-        self.bar.set_postfix(post, refresh=False)
+        if not self.bar.disable:
+            self.bar.set_postfix(post, refresh=False)
+        else:  # not a terminal (a log file, CI): a plain line every 30 s instead of a bar
+            fields = " ".join(f"{k}={v}" for k, v in post.items())
+            print(f"{self.bar.desc}: {p.env_steps} env steps {fields}", file=sys.stderr, flush=True)
 
     def close(self):
         self.bar.close()
