@@ -1,3 +1,31 @@
+"""Network building blocks shared by every method (written once, reused)."""
+
+from wmlab.nets.mlp import (
+    ACTIVATIONS,
+    activation,
+    ema_update_,
+    frozen,
+    mlp,
+    orthogonal_init_,
+    preprocess_obs,
+    set_requires_grad_,
+    trunc_normal_init_,
+    zero_init_last_,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "activation",
+    "ema_update_",
+    "frozen",
+    "mlp",
+    "orthogonal_init_",
+    "preprocess_obs",
+    "set_requires_grad_",
+    "trunc_normal_init_",
+    "zero_init_last_",
+]
+
 # RSSM world-model pieces (PlaNet, Dreamer, DreamerV2, Plan2Explore)
 from wmlab.nets.conv import ConvDecoder, ConvEncoder  # noqa: E402
 from wmlab.nets.heads import BernoulliHead, GaussianHead, TanhNormalActor, bernoulli_nll, gaussian_nll  # noqa: E402
