@@ -51,6 +51,10 @@ class RSSMState(NamedTuple):
     def stack(states: list["RSSMState"], dim: int = 0) -> "RSSMState":
         return RSSMState(*(torch.stack(xs, dim) for xs in zip(*states)))
 
+    @staticmethod
+    def cat(states: list["RSSMState"], dim: int = 0) -> "RSSMState":
+        return RSSMState(*(torch.cat(xs, dim) for xs in zip(*states)))
+
 
 class GaussianLatent:
     """Diagonal Gaussian z of ``size`` dims; parameters ``[mean, std]`` (``2 * size``)."""

@@ -1,0 +1,319 @@
+"""Dreamer: learning behaviours by latent imagination."""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from tensordict import TensorDictBase
+
+from wmlab import keys
+from wmlab.api import DataSpec, EnvSpecs, Method, Policy
+from wmlab.errors import ConfigError
+from wmlab.nets import (
+    RSSM,
+    BernoulliHead,
+    GaussianHead,
+    Imagination,
+    RSSMState,
+    TanhNormalActor,
+    frozen,
+    imagine_from,
+    preprocess_obs,
+)
+from wmlab.optim import clip_grad_norms_
+from wmlab.returns import discount_weights, lambda_returns
+
+from . import losses
+from .config import DreamerConfig
+from .networks import WorldModel, make_decoder, make_encoder
+
+
+class Sequences(NamedTuple):
+    """A replay batch, time-major, lined up for the RSSM."""
+
+    obs: torch.Tensor
+    """``[T, B, *obs]``: o_t, raw (uint8 images or float vectors)."""
+    prev_action: torch.Tensor
+    """``[T, B, A]``: a_{t-1} in [-1, 1], the action that led to o_t (0 at t = 0)."""
+    reward: torch.Tensor
+    """``[T, B, 1]``: r_t, received after a_t (so predicted from the state at t + 1)."""
+    cont: torch.Tensor
+    """``[T, B, 1]``: 1 - terminated_t, whether the episode goes on after a_t."""
+    is_first: torch.Tensor
+    """``[T, B]`` bool: o_t starts an episode, or t = 0 (every sequence starts from the
+    initial state, as in the authors' code)."""
+
+
+class Dreamer(Method):
+    """Dreamer (Hafner, Lillicrap, Ba, Norouzi 2020, arXiv 1912.01603; code: danijar/dreamer).
+
+    A world model (RSSM, conv or MLP encoder, decoder, reward head, optional continue head)
+    is learned from replayed sequences by reconstruction, reward prediction and a KL
+    regulariser with free nats. From every posterior state of the batch the actor imagines
+    ``horizon`` steps in the model; it maximises V_lambda returns by backpropagating through
+    the learned dynamics, and the value model regresses those returns.
+
+    Departures from the authors' code (see also ``config.py``):
+      * a steady train ratio (0.2 updates per policy step) instead of 100 updates every
+        1000 env steps, and no burst of 100 updates after prefill;
+      * the world model is updated before imagination starts (the authors compute all three
+        gradients before applying any);
+      * the imagined trajectory includes its start state: values are trained on s_0..s_{H-1}
+        and G_t sums the rewards after s_t (the authors drop s_0 and count a state's own
+        reward in its value);
+      * the deterministic (eval) action is ``tanh(mean)`` rather than the most likely of
+        100 samples; float32 instead of mixed precision;
+      * state-vector observations are supported with MLP encoder and decoder.
+
+    Subclass hooks (DreamerV2, Plan2Explore): ``build_rssm``, ``build_world_model``,
+    ``build_actor``, ``build_value``, ``kl_loss``, ``imagined_reward``, ``imagined_discount``,
+    ``actor_objective``, ``value_target``, ``behaviour_actor``, ``train_behaviour`` (takes the
+    actor, value model and optimizers, so a task and an exploration behaviour can share it).
+    """
+
+    Config = DreamerConfig
+    presets = {
+        "debug": {"method": {
+            "deter": 16, "stoch": 4, "hidden": 16, "units": 16, "cnn_depth": 4,
+            "reward_layers": 1, "value_layers": 1, "actor_layers": 1, "state_layers": 1,
+            "batch_size": 4, "sequence_length": 10, "horizon": 3, "prefill": 100, "train_ratio": 0.5,
+        }},
+        # small nets for the CPU learning check (tests/test_learning_dreamer.py)
+        "learn-check": {"method": {
+            "deter": 64, "stoch": 16, "hidden": 64, "units": 64, "batch_size": 16,
+            "sequence_length": 16, "prefill": 2000, "train_ratio": 0.5,
+        }, "env": {"obs": "state", "action_repeat": 4}, "run": {"threads": 1}},
+    }
+    # the paper: 64x64 pixels and action repeat 2 on every DMC task
+    env_presets = {"*": {"env": {"obs": "pixels", "action_repeat": 2}}}
+    observations = ("state", "pixels")
+
+    def __init__(self, cfg, specs: EnvSpecs):
+        super().__init__(cfg, specs)
+        if specs.discrete:
+            raise ConfigError("dreamer (this plugin) needs continuous actions; this env's are discrete")
+        low, high = specs.action_low.float().reshape(-1), specs.action_high.float().reshape(-1)
+        if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+            raise ConfigError("dreamer needs bounded actions (a tanh actor); this env's are unbounded")
+        self.register_buffer("action_low", low, persistent=False)
+        self.register_buffer("action_high", high, persistent=False)
+        self.automatic_optimization = False
+        self.world_model = self.build_world_model()
+        feat_dim = self.world_model.rssm.feat_dim
+        self.actor = self.build_actor(feat_dim)
+        self.value = self.build_value(feat_dim)
+
+    # --- hooks: networks --------------------------------------------------------------------
+    def build_rssm(self, embed_dim: int) -> RSSM:
+        c = self.cfg
+        return RSSM(embed_dim=embed_dim, action_dim=self.specs.action_dim, deter=c.deter,
+                    stoch=c.stoch, hidden=c.hidden, latent="gaussian", min_std=c.min_std)
+
+    def build_world_model(self) -> WorldModel:
+        c, shape = self.cfg, self.specs.obs_shape
+        encoder = make_encoder(shape, cnn_depth=c.cnn_depth, units=c.units, layers=c.state_layers)
+        rssm = self.build_rssm(encoder.out_dim)
+        decoder = make_decoder(shape, rssm.feat_dim, cnn_depth=c.cnn_depth, units=c.units,
+                               layers=c.state_layers)
+        reward = GaussianHead(rssm.feat_dim, 1, hidden=c.units, layers=c.reward_layers)
+        cont = (BernoulliHead(rssm.feat_dim, hidden=c.units, layers=c.continue_layers)
+                if c.continue_head else None)
+        return WorldModel(encoder=encoder, rssm=rssm, decoder=decoder, reward=reward, cont=cont,
+                          obs_ndim=len(shape))
+
+    def build_actor(self, feat_dim: int) -> TanhNormalActor:
+        c = self.cfg
+        return TanhNormalActor(feat_dim, self.specs.action_dim, hidden=c.units, layers=c.actor_layers,
+                               init_std=c.action_init_std, min_std=c.action_min_std,
+                               mean_scale=c.action_mean_scale)
+
+    def build_value(self, feat_dim: int) -> GaussianHead:
+        return GaussianHead(feat_dim, 1, hidden=self.cfg.units, layers=self.cfg.value_layers)
+
+    # --- contract ---------------------------------------------------------------------------
+    def data_spec(self) -> DataSpec:
+        c = self.cfg
+        return DataSpec(batch_size=c.batch_size, sequence_length=c.sequence_length,
+                        train_ratio=c.train_ratio, prefill_steps=c.prefill)
+
+    def make_policy(self, explore: bool) -> Policy:
+        return DreamerPolicy(self, explore=explore)
+
+    def configure_optimizers(self):
+        c = self.cfg
+        adam = lambda module, lr: torch.optim.Adam(module.parameters(), lr=lr, eps=c.adam_eps)  # noqa: E731
+        return [adam(self.world_model, c.model_lr), adam(self.actor, c.actor_lr),
+                adam(self.value, c.value_lr)]
+
+    # --- training ---------------------------------------------------------------------------
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+        model_opt, actor_opt, value_opt = self.optimizers()
+        data = self.unpack(batch)
+
+        # world model: reconstruction, reward (and continue) likelihoods, KL with free nats
+        terms, posts = self.world_model_loss(data)
+        norms = self.optimize(model_opt, terms["model"], self.world_model.parts())
+
+        # imagination and actor-critic: H steps from every posterior state, model frozen
+        behaviour, behaviour_norms, _ = self.train_behaviour(posts, self.actor, self.value,
+                                                             actor_opt, value_opt)
+        if self.logs_now(batch_idx):
+            self.log_metrics(terms | behaviour, norms | behaviour_norms, batch_size=data.obs.shape[1])
+
+    def unpack(self, batch: TensorDictBase) -> Sequences:
+        """Batch-major ``[B, T]`` TensorDict -> time-major :class:`Sequences`."""
+        B, T = batch.batch_size[:2]
+        t_major = lambda x: x.reshape(B, T, -1).float().transpose(0, 1)  # noqa: E731
+        action = self.from_env_action(t_major(batch.get(keys.ACTION)))  # [T, B, A]
+        prev_action = torch.cat([torch.zeros_like(action[:1]), action[:-1]])
+        is_first = batch.get(keys.IS_INIT).reshape(B, T).transpose(0, 1).clone()
+        is_first[0] = True
+        return Sequences(obs=batch.get(keys.OBSERVATION).transpose(0, 1), prev_action=prev_action,
+                         reward=t_major(batch.get(keys.REWARD)),
+                         cont=1.0 - t_major(batch.get(keys.TERMINATED)), is_first=is_first)
+
+    def world_model_loss(self, data: Sequences) -> tuple[dict[str, torch.Tensor], RSSMState]:
+        """Model loss terms and the posterior states ``[T, B]``."""
+        c, wm = self.cfg, self.world_model
+        embed = wm.encode(data.obs)  # [T, B, E]
+        posts, priors = wm.rssm.observe(embed, data.prev_action, data.is_first)
+        feat = wm.rssm.get_feat(posts)  # [T, B, F]
+        kl_loss, kl = self.kl_loss(posts, priors)
+        # r_t and "continues after a_t" are predicted from the state a_t leads to
+        cont_nll = None if wm.cont_head is None else wm.cont_head.nll(feat[1:], data.cont[:-1])
+        terms = losses.world_model_loss(
+            obs_nll=wm.obs_nll(feat, data.obs), reward_nll=wm.reward_head.nll(feat[1:], data.reward[:-1]),
+            kl_loss=kl_loss, kl=kl, valid=(~data.is_first[1:]).float(), cont_nll=cont_nll,
+            kl_scale=c.kl_scale, cont_scale=c.continue_scale)
+        return terms, posts
+
+    def kl_loss(self, posts: RSSMState, priors: RSSMState):
+        """Dreamer: the plain KL clipped below at ``free_nats`` (DreamerV2 balances it)."""
+        return self.world_model.rssm.kl_loss(posts, priors, free_nats=self.cfg.free_nats)
+
+    def train_behaviour(self, posts: RSSMState, actor, value, actor_opt, value_opt, *,
+                        reward_fn: Callable[[Imagination], torch.Tensor] | None = None, prefix: str = ""):
+        """One actor and one value update from imagined trajectories; returns loss terms,
+        grad norms (names prefixed with ``prefix``) and the trajectory."""
+        reward_fn = reward_fn or self.imagined_reward
+        with frozen(self.world_model, value):  # gradients flow through them, not into them
+            traj = self.imagine(posts, actor)
+            returns, weights = self.value_target(traj, value, reward_fn(traj))  # [H, N, 1]
+            terms = self.actor_objective(traj, actor, returns, weights)
+        norms = self.optimize(actor_opt, terms["actor"], {f"{prefix}actor": actor})
+        terms |= losses.value_loss(value(traj.feats[:-1].detach()), returns, weights)
+        norms |= self.optimize(value_opt, terms["value"], {f"{prefix}value": value})
+        terms["imagined_return"] = returns.detach().mean()
+        return {f"{prefix}{k}": v for k, v in terms.items()}, norms, traj
+
+    def imagine(self, posts: RSSMState, actor) -> Imagination:
+        """``horizon`` steps from every posterior state; the actor sees detached features
+        (its gradient comes through the dynamics, not through its input)."""
+        rssm = self.world_model.rssm
+        policy = lambda s: actor.sample(rssm.get_feat(s).detach())[0]  # noqa: E731
+        return imagine_from(rssm, policy, posts, self.cfg.horizon)
+
+    def imagined_reward(self, traj: Imagination) -> torch.Tensor:
+        """Reward of each imagined transition, ``r_t`` for arriving in s_{t+1}: ``[H, N, 1]``."""
+        return self.world_model.reward(traj.feats[1:])
+
+    def imagined_discount(self, traj: Imagination) -> torch.Tensor:
+        """``gamma`` times the predicted probability of continuing in s_{t+1}: ``[H, N, 1]``."""
+        cont = self.world_model.cont(traj.feats[1:])
+        gamma = torch.full_like(traj.feats[1:, ..., :1], self.cfg.discount)
+        return gamma if cont is None else gamma * cont
+
+    def value_target(self, traj: Imagination, value, reward: torch.Tensor):
+        """V_lambda returns ``G_0..G_{H-1}`` and their loss weights, ``[H, N, 1]`` each."""
+        v = value(traj.feats)  # [H+1, N, 1]
+        discount = self.imagined_discount(traj)
+        returns = lambda_returns(reward, v[1:], discount, v[-1], self.cfg.return_lambda)
+        return returns, discount_weights(discount)
+
+    def actor_objective(self, traj: Imagination, actor, returns, weights) -> dict[str, torch.Tensor]:
+        """Dreamer: maximise the returns through the dynamics (DreamerV2 mixes in REINFORCE)."""
+        return losses.actor_loss(returns, weights)
+
+    def optimize(self, opt, loss: torch.Tensor, parts) -> dict[str, torch.Tensor]:
+        """Backward, per-part grad norms, one global clip, step."""
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        norms = clip_grad_norms_(parts, self.cfg.grad_clip)
+        opt.step()
+        return norms
+
+    def logs_now(self, batch_idx: int) -> bool:
+        """Whether Lightning keeps step metrics logged at this batch (every
+        ``log_every_n_steps`` batches); skipping ``log_dict`` elsewhere loses nothing and
+        saves about a third of an update at debug sizes."""
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        return every > 0 and (batch_idx + 1) % every == 0
+
+    def log_metrics(self, terms, norms, *, batch_size: int) -> None:
+        metrics = {f"train/loss/{k}": v.detach() for k, v in terms.items()}
+        metrics |= {f"train/grad_norm/{k}": v for k, v in norms.items()}
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=batch_size)
+
+    # --- acting -----------------------------------------------------------------------------
+    def behaviour_actor(self, explore: bool) -> TanhNormalActor:
+        """The actor that acts in the env (Plan2Explore: the exploration actor when exploring)."""
+        return self.actor
+
+    @torch.no_grad()
+    def act(self, state: RSSMState, prev_action: torch.Tensor, obs: torch.Tensor,
+            is_init: torch.Tensor, *, explore: bool):
+        """One filtering step and an action in [-1, 1]: ``[B, A]`` and the new state ``[B]``."""
+        wm, actor = self.world_model, self.behaviour_actor(explore)
+        post, _ = wm.rssm.obs_step(state, prev_action, wm.encode(obs), is_init)
+        feat = wm.rssm.get_feat(post)  # [B, F]
+        if not explore:
+            return actor.mode(feat), post
+        action = actor.sample(feat)[0]
+        return (action + self.cfg.expl_amount * torch.randn_like(action)).clamp(-1.0, 1.0), post
+
+    def to_env_action(self, a: torch.Tensor) -> torch.Tensor:
+        return self.action_low + (a + 1.0) * 0.5 * (self.action_high - self.action_low)
+
+    def from_env_action(self, a: torch.Tensor) -> torch.Tensor:
+        return 2.0 * (a - self.action_low) / (self.action_high - self.action_low) - 1.0
+
+    # --- videos -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def eval_videos(self, batch: TensorDictBase, *, context: int = 5, rows: int = 4) -> dict:
+        """Open-loop prediction (pixels only): real frames (left) beside the model's (right),
+        reconstructions for ``context`` frames, then imagined from the same actions alone;
+        ``rows`` sequences stacked vertically: ``{"openloop": uint8 [T, rows*64, 128, 3]}``."""
+        if self.specs.obs_kind != "pixels" or batch.batch_size[1] <= context:
+            return {}
+        data = self.unpack(batch[:rows].to(self.device))
+        wm = self.world_model
+        posts, _ = wm.rssm.observe(wm.encode(data.obs[:context]), data.prev_action[:context],
+                                   data.is_first[:context])
+        priors = wm.rssm.open_loop(posts.select(-1), data.prev_action[context:])  # [T-C, n]
+        model = wm.decode(wm.rssm.get_feat(RSSMState.cat([posts, priors])))  # [T, n, 3, H, W]
+        frames = torch.cat([preprocess_obs(data.obs), model], -1) + 0.5  # [T, n, 3, H, 2W]
+        frames = frames.permute(0, 1, 3, 4, 2).flatten(1, 2)  # [T, n*H, 2W, 3]
+        return {"openloop": (frames.clamp(0, 1) * 255).to(torch.uint8).cpu()}
+
+
+class DreamerPolicy(Policy):
+    """Acts with the method's current model; keeps the RSSM state and the previous action
+    per env between calls and resets both where ``is_init`` is true."""
+
+    def __init__(self, method: Dreamer, *, explore: bool):
+        super().__init__(device=method.device)
+        object.__setattr__(self, "_method", method)  # a reference, not a submodule
+        self.explore = explore
+        self._state: RSSMState | None = None  # [B]
+        self._action: torch.Tensor | None = None  # [B, A]
+
+    def act(self, obs: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
+        m = self._method
+        obs, is_init = obs.to(m.device), is_init.to(m.device)
+        if self._state is None or self._state.deter.shape[0] != obs.shape[0]:
+            self._state = m.world_model.rssm.initial(obs.shape[0], m.device)
+            self._action = torch.zeros(obs.shape[0], m.specs.action_dim, device=m.device)
+        action, self._state = m.act(self._state, self._action, obs, is_init, explore=self.explore)
+        self._action = action
+        return m.to_env_action(action)

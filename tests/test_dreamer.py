@@ -1,0 +1,176 @@
+"""Dreamer: a training step on random batches, which losses reach which modules, the policy."""
+
+import lightning as L
+import pytest
+import torch
+from tensordict import TensorDict
+from torch.utils.data import DataLoader, IterableDataset
+
+from wmlab import keys
+from wmlab.api import EnvSpecs
+from wmlab.config import compose
+from wmlab_plugins.dreamer import Dreamer
+
+
+def make_specs(kind: str, low: float = -1.0, high: float = 1.0) -> EnvSpecs:
+    shape = (3, 64, 64) if kind == "pixels" else (5,)
+    return EnvSpecs(name="fake-task", obs_kind=kind, obs_shape=shape, action_shape=(2,),
+                    action_low=torch.full((2,), low), action_high=torch.full((2,), high),
+                    action_repeat=2, episode_policy_steps=50)
+
+
+def make_method(kind="state", overrides=(), **spec_kw) -> Dreamer:
+    torch.manual_seed(0)
+    cfg = compose("dreamer", Dreamer, "cartpole-swingup", presets=["debug"], overrides=list(overrides))
+    return Dreamer(cfg.method, make_specs(kind, **spec_kw))
+
+
+def random_batch(method: Dreamer, B=None, T=None, terminated=False) -> TensorDict:
+    c, specs = method.cfg, method.specs
+    B, T = B or c.batch_size, T or c.sequence_length
+    if specs.obs_kind == "pixels":
+        obs = torch.randint(0, 256, (B, T, *specs.obs_shape), dtype=torch.uint8)
+    else:
+        obs = torch.randn(B, T, *specs.obs_shape)
+    low, high = specs.action_low, specs.action_high
+    term = torch.zeros(B, T, 1, dtype=torch.bool)
+    if terminated:
+        term[:, -1] = True
+    return TensorDict({
+        keys.OBSERVATION: obs,
+        keys.ACTION: low + torch.rand(B, T, 2) * (high - low),
+        keys.IS_INIT: torch.zeros(B, T, 1, dtype=torch.bool),
+        keys.REWARD: torch.randn(B, T, 1),
+        keys.TERMINATED: term,
+    }, batch_size=[B, T])
+
+
+def fit_one(method: Dreamer, batches) -> L.Trainer:
+    class Stream(IterableDataset):
+        def __iter__(self):
+            yield from batches
+
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", log_every_n_steps=1)
+    trainer.fit(method, DataLoader(Stream(), batch_size=None, collate_fn=lambda x: x))
+    return trainer
+
+
+@pytest.mark.parametrize("kind", ["state", "pixels"])
+def test_training_step_updates_every_module_with_finite_losses(kind):
+    method = make_method(kind, ["method.continue_head=true"])
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    trainer = fit_one(method, [random_batch(method, terminated=True)])
+    metrics = trainer.callback_metrics
+    for term in ("model", "obs", "reward", "kl", "continue", "actor", "value"):
+        assert torch.isfinite(metrics[f"train/loss/{term}"]), term
+    for part in ("encoder", "rssm", "decoder", "reward", "continue", "actor", "value"):
+        assert torch.isfinite(metrics[f"train/grad_norm/{part}"]), part
+    changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in method.state_dict().items()
+               if not torch.equal(v, before[k])}
+    assert {"world_model.encoder", "world_model.rssm", "world_model.decoder", "world_model.reward_head",
+            "world_model.cont_head", "actor.net", "value.net"} <= changed
+
+
+def record_gradients(method: Dreamer):
+    """Replace the optimizer step with one that records which top-level parts got gradients."""
+    seen = {}
+
+    def optimize(opt, loss, parts):
+        method.zero_grad(set_to_none=True)
+        loss.backward()
+        got = {n for n, p in method.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        seen[next(iter(parts))] = {".".join(n.split(".")[:2]) for n in got}
+        return {}
+
+    method.optimize = optimize
+    return seen
+
+
+def test_each_loss_reaches_its_modules_and_only_those():
+    method = make_method("state", ["method.continue_head=true"])
+    seen = record_gradients(method)
+    data = method.unpack(random_batch(method, terminated=True))
+    terms, posts = method.world_model_loss(data)
+    method.optimize(None, terms["model"], method.world_model.parts())
+    method.train_behaviour(posts, method.actor, method.value, None, None)
+    world = {"world_model.encoder", "world_model.rssm", "world_model.decoder", "world_model.reward_head",
+             "world_model.cont_head"}
+    assert seen["encoder"] == world
+    assert seen["actor"] == {"actor.net"}  # not the world model, not the value model
+    assert seen["value"] == {"value.net"}
+    # the world model and value are trainable again after imagination
+    assert all(p.requires_grad for p in method.parameters())
+
+
+def test_actor_gradient_flows_through_the_dynamics():
+    """Value gradients through imagined states: without the dynamics path the actor's
+    gradient would be zero (its input features are detached)."""
+    method = make_method("state")
+    data = method.unpack(random_batch(method))
+    _, posts = method.world_model_loss(data)
+    traj = method.imagine(posts.detach(), method.actor)
+    returns, weights = method.value_target(traj, method.value, method.imagined_reward(traj))
+    loss = method.actor_objective(traj, method.actor, returns, weights)["actor"]
+    loss.backward()
+    assert sum(p.grad.abs().sum() for p in method.actor.parameters()) > 0
+
+
+def test_unpack_lines_up_time():
+    method = make_method("state")
+    batch = random_batch(method, B=2, T=4)
+    batch[keys.IS_INIT][1, 2] = True
+    data = method.unpack(batch)
+    action = batch[keys.ACTION].transpose(0, 1)
+    torch.testing.assert_close(data.prev_action[1:], action[:-1])  # a_{t-1} leads to o_t
+    assert torch.all(data.prev_action[0] == 0)
+    torch.testing.assert_close(data.reward, batch[keys.REWARD].transpose(0, 1))
+    assert data.is_first[0].all() and data.is_first[2, 1] and data.is_first.sum() == 3
+    assert data.obs.shape == (4, 2, 5)
+
+
+def test_action_bounds_are_mapped_both_ways():
+    method = make_method("state", low=0.0, high=2.0)
+    a = torch.tensor([[-1.0, 1.0], [0.0, 0.5]])
+    env = method.to_env_action(a)
+    torch.testing.assert_close(env, torch.tensor([[0.0, 2.0], [1.0, 1.5]]))
+    torch.testing.assert_close(method.from_env_action(env), a)
+
+
+def act(policy, obs, is_init):
+    td = TensorDict({keys.OBSERVATION: obs, keys.IS_INIT: is_init}, batch_size=[obs.shape[0]])
+    return policy(td)[keys.ACTION]
+
+
+@pytest.mark.parametrize("explore", [True, False])
+def test_policy_keeps_state_and_resets_at_is_init(explore):
+    method = make_method("state")
+    obs1, obs2 = torch.randn(3, 5), torch.randn(3, 5)
+    reset = torch.tensor([True, False, True])
+    policy = method.make_policy(explore=explore)
+    act(policy, obs1, torch.ones(3, dtype=torch.bool))
+    torch.manual_seed(5)
+    continued = act(policy, obs2, reset)
+    torch.manual_seed(5)
+    fresh = act(method.make_policy(explore=explore), obs2, torch.ones(3, dtype=torch.bool))
+    assert continued.shape == (3, 2) and torch.all(continued.abs() <= 1)
+    torch.testing.assert_close(continued[reset], fresh[reset])  # restarted entries
+    assert not torch.allclose(continued[1], fresh[1])  # the entry that kept its history
+
+
+def test_eval_videos():
+    method = make_method("pixels")
+    video = method.eval_videos(random_batch(method, B=3, T=8))["openloop"]
+    assert video.dtype == torch.uint8 and video.shape == (8, 3 * 64, 128, 3)
+    assert make_method("state").eval_videos(random_batch(make_method("state"))) == {}
+
+
+def test_paper_defaults():
+    c = Dreamer.Config()
+    assert (c.deter, c.stoch, c.hidden, c.units, c.cnn_depth) == (200, 30, 200, 400, 32)
+    assert (c.batch_size, c.sequence_length, c.horizon) == (50, 50, 15)
+    assert (c.model_lr, c.actor_lr, c.value_lr, c.grad_clip) == (6e-4, 8e-5, 8e-5, 100.0)
+    assert (c.discount, c.return_lambda, c.free_nats, c.kl_scale, c.expl_amount) == (0.99, 0.95, 3.0, 1.0, 0.3)
+    assert c.prefill == 5000 and c.train_ratio == pytest.approx(100 / (1000 / 2))
+    cfg = compose("dreamer", Dreamer, "walker-walk")
+    assert cfg.env.obs == "pixels" and cfg.env.action_repeat == 2

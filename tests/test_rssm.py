@@ -1,0 +1,194 @@
+"""RSSM: shapes, resets, KL balancing and free nats, categorical straight-through; heads; conv."""
+
+import pytest
+import torch
+
+from wmlab.nets import (
+    RSSM,
+    ConvDecoder,
+    ConvEncoder,
+    RSSMState,
+    TanhNormalActor,
+    gaussian_nll,
+    imagine_from,
+)
+
+T, B, E, A = 6, 3, 5, 2
+
+
+def make(latent="gaussian", **kw):
+    torch.manual_seed(0)
+    return RSSM(embed_dim=E, action_dim=A, deter=8, stoch=4, hidden=8, latent=latent, groups=3,
+                classes=4, **kw)
+
+
+def sequence():
+    is_first = torch.zeros(T, B, dtype=torch.bool)
+    is_first[0] = True
+    return torch.randn(T, B, E), torch.rand(T, B, A) * 2 - 1, is_first
+
+
+@pytest.mark.parametrize("latent, stoch", [("gaussian", 4), ("categorical", 12)])
+def test_shapes(latent, stoch):
+    rssm = make(latent)
+    posts, priors = rssm.observe(*sequence())
+    params = 8 if latent == "gaussian" else 12
+    for s in (posts, priors):
+        assert s.deter.shape == (T, B, 8) and s.stoch.shape == (T, B, stoch)
+        assert s.params.shape == (T, B, params)
+    assert rssm.get_feat(posts).shape == (T, B, rssm.feat_dim) and rssm.feat_dim == 8 + stoch
+    torch.testing.assert_close(posts.deter, priors.deter)  # the posterior keeps the prior's h
+    states, actions = rssm.imagine(lambda s: torch.zeros(s.deter.shape[0], A), posts.select(-1), 4)
+    assert states.deter.shape == (5, B, 8) and actions.shape == (4, B, A)
+    assert rssm.open_loop(posts.select(-1), torch.zeros(4, B, A)).stoch.shape == (4, B, stoch)
+
+
+def test_observe_resets_where_is_first():
+    """A sequence with an episode start at t=3 gives, from t=3 on, exactly what the same
+    steps give when observed as a fresh sequence (sampling off: modes)."""
+    rssm = make()
+    embed, action, is_first = sequence()
+    is_first[3] = True
+    state, outs = rssm.initial(B), []
+    for t in range(T):
+        state, _ = rssm.obs_step(state, action[t], embed[t], is_first[t], sample=False)
+        outs.append(state)
+    fresh, _ = rssm.obs_step(rssm.initial(B), torch.zeros(B, A), embed[3], sample=False)
+    torch.testing.assert_close(outs[3].deter, fresh.deter)
+    torch.testing.assert_close(outs[3].params, fresh.params)
+    # the previous action does not leak across the reset either
+    other, _ = rssm.obs_step(outs[2], action[3] + 1.0, embed[3], is_first[3], sample=False)
+    torch.testing.assert_close(other.params, fresh.params)
+    # without the reset the state differs
+    kept, _ = rssm.obs_step(outs[2], action[3], embed[3], sample=False)
+    assert not torch.allclose(kept.deter, fresh.deter)
+
+
+def test_observe_uses_is_first_per_entry():
+    """Only the entries flagged restart: others keep their history."""
+    rssm = make()
+    embed, action, _ = sequence()
+    state = rssm.initial(B)
+    is_first = torch.tensor([False, True, False])
+    reset, _ = rssm.obs_step(state.map(lambda x: x + 1.0), action[0], embed[0], is_first, sample=False)
+    kept, _ = rssm.obs_step(state.map(lambda x: x + 1.0), action[0], embed[0], sample=False)
+    fresh, _ = rssm.obs_step(state, torch.zeros(B, A), embed[0], sample=False)
+    torch.testing.assert_close(reset.deter[1], fresh.deter[1])
+    torch.testing.assert_close(reset.deter[[0, 2]], kept.deter[[0, 2]])
+
+
+def kl_and_grads(rssm, post, prior, **kw):
+    loss, kl = rssm.kl_loss(post, prior, **kw)
+    pg, qg = torch.autograd.grad(loss, [post.params, prior.params])
+    return loss, kl, pg, qg
+
+
+def leaf_states(rssm):
+    posts, priors = rssm.observe(*sequence())
+    leaf = lambda s: RSSMState(s.deter.detach(), s.stoch.detach(), s.params.detach().requires_grad_())  # noqa: E731
+    return leaf(posts), leaf(priors)
+
+
+@pytest.mark.parametrize("latent", ["gaussian", "categorical"])
+def test_kl_balance_half_is_the_plain_kl(latent):
+    rssm = make(latent)
+    post, prior = leaf_states(rssm)
+    plain = rssm.latent.kl(post.params, prior.params).mean()
+    pg_plain, qg_plain = torch.autograd.grad(plain, [post.params, prior.params])
+    loss, kl, pg, qg = kl_and_grads(rssm, post, prior, balance=0.5)
+    torch.testing.assert_close(loss, plain)
+    torch.testing.assert_close(kl.mean(), plain.detach())
+    torch.testing.assert_close(pg, pg_plain)
+    torch.testing.assert_close(qg, qg_plain)
+    # balancing keeps the value and splits the gradient: alpha to the prior, 1 - alpha to the post
+    loss8, _, pg8, qg8 = kl_and_grads(rssm, post, prior, balance=0.8)
+    torch.testing.assert_close(loss8, plain)
+    torch.testing.assert_close(qg8, 0.8 * qg_plain)
+    torch.testing.assert_close(pg8, 0.2 * pg_plain)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    rssm = make()
+    post, prior = leaf_states(rssm)
+    D = torch.distributions
+    dist = lambda p: D.Independent(D.Normal(*p.chunk(2, -1)), 1)  # noqa: E731
+    expected = D.kl_divergence(dist(post.params), dist(prior.params))
+    torch.testing.assert_close(rssm.latent.kl(post.params, prior.params), expected)
+
+
+@pytest.mark.parametrize("balance", [0.5, 0.8])
+def test_free_nats_clip_below_the_threshold_only(balance):
+    rssm = make()
+    post, prior = leaf_states(rssm)
+    plain = rssm.latent.kl(post.params, prior.params).mean().item()
+    # threshold above the KL: constant loss, no gradient
+    loss, _, pg, qg = kl_and_grads(rssm, post, prior, free_nats=plain + 1.0, balance=balance)
+    assert loss.item() == pytest.approx(plain + 1.0)
+    assert pg.abs().sum() == 0 and qg.abs().sum() == 0
+    # threshold below the KL: the KL itself, with gradients
+    loss, _, pg, qg = kl_and_grads(rssm, post, prior, free_nats=plain - 0.01, balance=balance)
+    assert loss.item() == pytest.approx(plain, rel=1e-5)
+    assert pg.abs().sum() > 0 and qg.abs().sum() > 0
+
+
+def test_categorical_straight_through():
+    rssm = make("categorical")
+    logits = torch.randn(B, 12, requires_grad=True)
+    sample = rssm.latent.sample(logits)  # [B, 12] = 3 groups x 4 classes
+    groups = sample.detach().view(B, 3, 4)
+    # forward values are one-hot (up to the float rounding of onehot + p - p)
+    torch.testing.assert_close(groups, groups.round(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(groups.sum(-1), torch.ones(B, 3))
+    (sample * torch.randn(B, 12)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    mode = rssm.latent.mode(logits).detach().view(B, 3, 4)
+    assert torch.equal(mode.argmax(-1), logits.detach().view(B, 3, 4).argmax(-1))
+
+
+@pytest.mark.parametrize("latent", ["gaussian", "categorical"])
+def test_imagination_gradients_reach_the_policy_through_the_dynamics(latent):
+    rssm = make(latent)
+    posts, _ = rssm.observe(*sequence())
+    actor = torch.nn.Linear(rssm.feat_dim, A)
+    traj = imagine_from(rssm, lambda s: torch.tanh(actor(rssm.get_feat(s).detach())), posts, 3)
+    assert traj.feats.shape == (4, T * B, rssm.feat_dim) and traj.actions.shape == (3, T * B, A)
+    # start states are detached: no gradient back into the posteriors
+    assert torch.autograd.grad(traj.feats[-1].sum(), posts.deter, retain_graph=True, allow_unused=True)[0] is None
+    traj.feats[-1].sum().backward()
+    assert actor.weight.grad.abs().sum() > 0
+
+
+def test_entropy_gaussian():
+    rssm = make()
+    params = torch.cat([torch.zeros(2, 4), torch.ones(2, 4)], -1)
+    expected = torch.distributions.Normal(0.0, 1.0).entropy() * 4
+    torch.testing.assert_close(rssm.latent.entropy(params), expected.expand(2))
+
+
+def test_conv_encoder_decoder_shapes():
+    enc, dec = ConvEncoder(depth=4), ConvDecoder(10, depth=4)
+    assert enc(torch.zeros(2, 3, 3, 64, 64)).shape == (2, 3, 32 * 4) == (2, 3, enc.out_dim)
+    assert dec(torch.zeros(2, 3, 10)).shape == (2, 3, 3, 64, 64)
+    assert ConvEncoder().out_dim == 1024  # Dreamer's embedding at depth 32
+
+
+def test_tanh_normal_actor():
+    torch.manual_seed(0)
+    actor = TanhNormalActor(6, 2, hidden=8, layers=2)
+    feat = torch.randn(1000, 6)
+    action, log_prob = actor.sample(feat)
+    assert action.shape == (1000, 2) and log_prob.shape == (1000,)
+    assert torch.all(action.abs() <= 1) and torch.all(actor.mode(feat).abs() <= 1)
+    mean, std = actor(feat)
+    assert 4.0 < std.mean() < 6.0  # init_std 5 at zero pre-activation
+    # the log-prob matches torch's TransformedDistribution on a non-saturated sample
+    D = torch.distributions
+    dist = D.TransformedDistribution(D.Normal(mean, std), [D.TanhTransform()])
+    ok = action.abs().max(-1).values < 0.99
+    torch.testing.assert_close(log_prob[ok], dist.log_prob(action).sum(-1)[ok], atol=1e-3, rtol=1e-3)
+
+
+def test_gaussian_nll():
+    x = torch.randn(4, 3)
+    expected = -torch.distributions.Normal(torch.zeros(4, 3), 1.0).log_prob(x).sum(-1)
+    torch.testing.assert_close(gaussian_nll(torch.zeros(4, 3), x), expected)
