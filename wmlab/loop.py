@@ -139,6 +139,7 @@ class ProgressBar(Callback):
         total = budget if stage.env_steps != 0 else (stage.updates or 0)
         self.offline = stage.env_steps == 0
         start = run.progress.stage_updates if self.offline else run.progress.stage_env_steps
+        self.desc = desc
         self.bar = tqdm(total=total, initial=start, desc=desc, unit="upd" if self.offline else "step",
                         dynamic_ncols=True, mininterval=1.0, disable=None)
         self._last_post = 0.0
@@ -167,7 +168,7 @@ class ProgressBar(Callback):
             self.bar.set_postfix(post, refresh=False)
         else:  # not a terminal (a log file, CI): a plain line every 30 s instead of a bar
             fields = " ".join(f"{k}={v}" for k, v in post.items())
-            print(f"{self.bar.desc}: {p.env_steps} env steps {fields}", file=sys.stderr, flush=True)
+            print(f"{self.desc}: {p.env_steps} env steps {fields}", file=sys.stderr, flush=True)
 
     def close(self):
         self.bar.close()
