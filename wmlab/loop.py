@@ -68,6 +68,7 @@ class Run:
     stream: ReplayStream | None = None
     last_return: float | None = None
     last_eval: float | None = None
+    last_eval_step: int | None = None
     step_listeners: list = field(default_factory=list)
     """Extra ``fn(td)`` called on every collected policy step (benchmarks, tools)."""
 
@@ -252,7 +253,7 @@ def evaluate_now(run: Run) -> float:
             extra = run.method.eval_videos(sample(run.replay, run.data_spec))
         for name, frames in extra.items():
             run.tracker.log_video(frames, name=name, step=step)
-    run.last_eval = result.mean
+    run.last_eval, run.last_eval_step = result.mean, step
     return result.mean
 
 
@@ -393,7 +394,8 @@ def train(run: Run, resume: tuple[Path, dict] | None = None) -> dict[str, Any]:
     summary = {"env_steps": run.progress.env_steps, "updates": run.progress.updates,
                "episodes": run.progress.episodes}
     if cfg.eval.final:
-        summary["eval_return"] = evaluate_now(run)
+        fresh = run.last_eval_step == run.progress.env_steps  # a periodic eval just ran
+        summary["eval_return"] = run.last_eval if fresh else evaluate_now(run)
     final = save_checkpoint(run, run.last_trainer)
     run.tracker.log_artifact(final / checkpoint.STATE, "model")
     run.tracker.flush()
