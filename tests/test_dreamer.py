@@ -66,6 +66,7 @@ def test_training_step_updates_every_module_with_finite_losses(kind):
         assert torch.isfinite(metrics[f"train/loss/{term}"]), term
     for part in ("encoder", "rssm", "decoder", "reward", "continue", "actor", "value"):
         assert torch.isfinite(metrics[f"train/grad_norm/{part}"]), part
+    assert torch.isfinite(metrics["train/imagined_return"])
     changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in method.state_dict().items()
                if not torch.equal(v, before[k])}
     assert {"world_model.encoder", "world_model.rssm", "world_model.decoder", "world_model.reward_head",

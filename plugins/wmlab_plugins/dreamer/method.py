@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import torch
 from tensordict import TensorDictBase
 
-from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy
 from wmlab.errors import ConfigError
 from wmlab.nets import (
@@ -19,30 +18,20 @@ from wmlab.nets import (
     TanhNormalActor,
     frozen,
     imagine_from,
-    preprocess_obs,
+)
+from wmlab.nets.world_model import (
+    Sequences,
+    WorldModel,
+    make_decoder,
+    make_encoder,
+    openloop_video,
+    to_sequences,
 )
 from wmlab.optim import clip_grad_norms_
 from wmlab.returns import discount_weights, lambda_returns
 
 from . import losses
 from .config import DreamerConfig
-from .networks import WorldModel, make_decoder, make_encoder
-
-
-class Sequences(NamedTuple):
-    """A replay batch, time-major, lined up for the RSSM."""
-
-    obs: torch.Tensor
-    """``[T, B, *obs]``: o_t, raw (uint8 images or float vectors)."""
-    prev_action: torch.Tensor
-    """``[T, B, A]``: a_{t-1} in [-1, 1], the action that led to o_t (0 at t = 0)."""
-    reward: torch.Tensor
-    """``[T, B, 1]``: r_t, received after a_t (so predicted from the state at t + 1)."""
-    cont: torch.Tensor
-    """``[T, B, 1]``: 1 - terminated_t, whether the episode goes on after a_t."""
-    is_first: torch.Tensor
-    """``[T, B]`` bool: o_t starts an episode, or t = 0 (every sequence starts from the
-    initial state, as in the authors' code)."""
 
 
 class Dreamer(Method):
@@ -154,24 +143,17 @@ class Dreamer(Method):
         # world model: reconstruction, reward (and continue) likelihoods, KL with free nats
         terms, posts = self.world_model_loss(data)
         norms = self.optimize(model_opt, terms["model"], self.world_model.parts())
+        metrics = named(terms, norms)
 
         # imagination and actor-critic: H steps from every posterior state, model frozen
-        behaviour, behaviour_norms, _ = self.train_behaviour(posts, self.actor, self.value,
-                                                             actor_opt, value_opt)
+        behaviour, _ = self.train_behaviour(posts, self.actor, self.value, actor_opt, value_opt)
         if self.logs_now(batch_idx):
-            self.log_metrics(terms | behaviour, norms | behaviour_norms, batch_size=data.obs.shape[1])
+            self.log_metrics(metrics | behaviour, batch_size=data.obs.shape[1])
 
     def unpack(self, batch: TensorDictBase) -> Sequences:
-        """Batch-major ``[B, T]`` TensorDict -> time-major :class:`Sequences`."""
-        B, T = batch.batch_size[:2]
-        t_major = lambda x: x.reshape(B, T, -1).float().transpose(0, 1)  # noqa: E731
-        action = self.from_env_action(t_major(batch.get(keys.ACTION)))  # [T, B, A]
-        prev_action = torch.cat([torch.zeros_like(action[:1]), action[:-1]])
-        is_first = batch.get(keys.IS_INIT).reshape(B, T).transpose(0, 1).clone()
-        is_first[0] = True
-        return Sequences(obs=batch.get(keys.OBSERVATION).transpose(0, 1), prev_action=prev_action,
-                         reward=t_major(batch.get(keys.REWARD)),
-                         cont=1.0 - t_major(batch.get(keys.TERMINATED)), is_first=is_first)
+        """Batch-major ``[B, T]`` TensorDict -> time-major :class:`Sequences` (actions in
+        [-1, 1]; every sequence starts from the initial state, as in the authors' code)."""
+        return to_sequences(batch, self.from_env_action)
 
     def world_model_loss(self, data: Sequences) -> tuple[dict[str, torch.Tensor], RSSMState]:
         """Model loss terms and the posterior states ``[T, B]``."""
@@ -194,8 +176,8 @@ class Dreamer(Method):
 
     def train_behaviour(self, posts: RSSMState, actor, value, actor_opt, value_opt, *,
                         reward_fn: Callable[[Imagination], torch.Tensor] | None = None, prefix: str = ""):
-        """One actor and one value update from imagined trajectories; returns loss terms,
-        grad norms (names prefixed with ``prefix``) and the trajectory."""
+        """One actor and one value update from imagined trajectories; returns the metrics
+        (``loss/<prefix>actor``, ``grad_norm/<prefix>value``, ...) and the trajectory."""
         reward_fn = reward_fn or self.imagined_reward
         with frozen(self.world_model, value):  # gradients flow through them, not into them
             traj = self.imagine(posts, actor)
@@ -204,8 +186,9 @@ class Dreamer(Method):
         norms = self.optimize(actor_opt, terms["actor"], {f"{prefix}actor": actor})
         terms |= losses.value_loss(value(traj.feats[:-1].detach()), returns, weights)
         norms |= self.optimize(value_opt, terms["value"], {f"{prefix}value": value})
-        terms["imagined_return"] = returns.detach().mean()
-        return {f"{prefix}{k}": v for k, v in terms.items()}, norms, traj
+        metrics = named({f"{prefix}{k}": v for k, v in terms.items()}, norms)
+        metrics[f"{prefix}imagined_return"] = returns.detach().mean()
+        return metrics, traj
 
     def imagine(self, posts: RSSMState, actor) -> Imagination:
         """``horizon`` steps from every posterior state; the actor sees detached features
@@ -250,9 +233,8 @@ class Dreamer(Method):
         every = self.trainer.log_every_n_steps if self._trainer is not None else 1
         return every > 0 and (batch_idx + 1) % every == 0
 
-    def log_metrics(self, terms, norms, *, batch_size: int) -> None:
-        metrics = {f"train/loss/{k}": v.detach() for k, v in terms.items()}
-        metrics |= {f"train/grad_norm/{k}": v for k, v in norms.items()}
+    def log_metrics(self, metrics: dict[str, torch.Tensor], *, batch_size: int) -> None:
+        metrics = {f"train/{k}": v.detach() for k, v in metrics.items()}
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=batch_size)
 
     # --- acting -----------------------------------------------------------------------------
@@ -286,15 +268,13 @@ class Dreamer(Method):
         ``rows`` sequences stacked vertically: ``{"openloop": uint8 [T, rows*64, 128, 3]}``."""
         if self.specs.obs_kind != "pixels" or batch.batch_size[1] <= context:
             return {}
-        data = self.unpack(batch[:rows].to(self.device))
-        wm = self.world_model
-        posts, _ = wm.rssm.observe(wm.encode(data.obs[:context]), data.prev_action[:context],
-                                   data.is_first[:context])
-        priors = wm.rssm.open_loop(posts.select(-1), data.prev_action[context:])  # [T-C, n]
-        model = wm.decode(wm.rssm.get_feat(RSSMState.cat([posts, priors])))  # [T, n, 3, H, W]
-        frames = torch.cat([preprocess_obs(data.obs), model], -1) + 0.5  # [T, n, 3, H, 2W]
-        frames = frames.permute(0, 1, 3, 4, 2).flatten(1, 2)  # [T, n*H, 2W, 3]
-        return {"openloop": (frames.clamp(0, 1) * 255).to(torch.uint8).cpu()}
+        return {"openloop": openloop_video(self.world_model, self.unpack(batch[:rows].to(self.device)),
+                                           context=context)}
+
+
+def named(terms: dict[str, torch.Tensor], norms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``{"loss/<term>": ..., "grad_norm/<module>": ...}``."""
+    return {f"loss/{k}": v for k, v in terms.items()} | {f"grad_norm/{k}": v for k, v in norms.items()}
 
 
 class DreamerPolicy(Policy):
