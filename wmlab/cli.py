@@ -147,7 +147,7 @@ def cmd_fit(args) -> int:
     from wmlab import loop, registry
     from wmlab.config import compose
     from wmlab.errors import ConfigError
-    from wmlab.tracking import Tracker
+    from wmlab.tracking import NullTracker, Tracker
 
     resume = None
     if args.resume:
@@ -168,8 +168,14 @@ def cmd_fit(args) -> int:
         method_name, run_id = args.method, None
 
     run = loop.build(cfg, method_name, method_cls=cls, plugin=plugin)
+    if loop.process_rank() > 0:  # a DDP worker started by Lightning: rank 0 owns run and files
+        run.tracker = NullTracker(os.environ.get("WMLAB_RUN_ID", ""))
+        run.ckpt_dir = Path(cfg.checkpoint.dir).resolve() / run.tracker.run_id
+        loop.train(run, resume)
+        return 0
     with Tracker.start(cfg, method=method_name, env=cfg.env.name, seed=cfg.run.seed,
                        plugin_dist=plugin.dist, plugin_version=plugin.version, run_id=run_id) as tracker:
+        os.environ["WMLAB_RUN_ID"] = tracker.run_id  # inherited by DDP workers
         run.tracker = tracker
         run.ckpt_dir = Path(cfg.checkpoint.dir).resolve() / tracker.run_id
         tracker.set_tag("wmlab.checkpoint_dir", str(run.ckpt_dir))

@@ -73,6 +73,18 @@ class Run:
     """Extra ``fn(td)`` called on every collected policy step (benchmarks, tools)."""
 
 
+def process_rank() -> int:
+    """Global rank of this process under Lightning's DDP launchers (0 when not distributed)."""
+    for var in ("RANK", "LOCAL_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+#: each distributed rank collects with its own seed: run.seed + RANK_SEED_STRIDE * rank
+RANK_SEED_STRIDE = 1000
+
+
 def set_threads(cfg: DictConfig) -> None:
     threads = cfg.run.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -83,12 +95,13 @@ def build(cfg: DictConfig, method_name: str, *, method_cls=None, plugin=None) ->
     from wmlab.envs import split_family
 
     set_threads(cfg)
-    L.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    seed = cfg.run.seed + RANK_SEED_STRIDE * process_rank()
+    L.seed_everything(seed, workers=True, verbose=False)
     if method_cls is None:
         method_cls, plugin = registry.load_method(method_name)
     family_name, task = split_family(cfg.env.name)
     family, _ = registry.load_env_family(family_name)
-    env = family.make(task, cfg.env, seed=cfg.run.seed)
+    env = family.make(task, cfg.env, seed=seed)
     eval_env = family.make(task, cfg.env, seed=cfg.run.seed + EVAL_SEED_OFFSET)
     specs = family.specs(env, cfg.env)
     method = method_cls(cfg.method, specs)
@@ -204,6 +217,8 @@ class Evaluation(Callback):
         self.next_at = (run.progress.env_steps // every + 1) * every if every > 0 else None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not trainer.is_global_zero:
+            return
         if self.next_at is not None and self.run.progress.env_steps >= self.next_at:
             evaluate_now(self.run)
             every = self.run.cfg.eval.every
@@ -221,6 +236,8 @@ class Checkpointing(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         run = self.run
+        if not trainer.is_global_zero:
+            return
         if (self.next_at is not None and run.progress.env_steps >= self.next_at
                 and run.stream is not None and run.stream.at_episode_boundary):
             save_checkpoint(run, trainer)
@@ -393,6 +410,8 @@ def train(run: Run, resume: tuple[Path, dict] | None = None) -> dict[str, Any]:
         run.progress.stage_updates = 0
     summary = {"env_steps": run.progress.env_steps, "updates": run.progress.updates,
                "episodes": run.progress.episodes}
+    if process_rank() > 0:  # rank 0 evaluates, checkpoints and logs the model
+        return summary
     if cfg.eval.final:
         fresh = run.last_eval_step == run.progress.env_steps  # a periodic eval just ran
         summary["eval_return"] = run.last_eval if fresh else evaluate_now(run)

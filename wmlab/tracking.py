@@ -765,3 +765,22 @@ def ui(store_uri: str | None, port: int = 5000) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+class NullTracker:
+    """Stands in for a :class:`Tracker` on distributed ranks other than 0: logs nothing.
+
+    Rank 0 owns the MLflow run; the other ranks only need its id."""
+
+    def __init__(self, run_id: str = ""):
+        self.run_id = run_id
+
+    def __enter__(self) -> "NullTracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return False
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
