@@ -341,6 +341,9 @@ def run_stage(run: Run, stage: Stage, optimizer_states: list[dict]) -> None:
     cfg = run.cfg
     budget = stage.env_steps if stage.env_steps is not None else cfg.run.steps
     run.method.on_stage_start(stage)
+    if len(run.method.stages()) > 1:  # make the phases easy to tell apart in MLflow
+        run.tracker.set_tag("wmlab.stage", stage.name)
+        run.tracker.log_metrics({"progress/stage": run.progress.stage_index}, step=run.progress.env_steps)
     stream = ReplayStream(env=run.env, method=run.method, spec=run.data_spec, replay=run.replay,
                           progress=run.progress, stage=stage, stage_env_steps=budget,
                           action_repeat=run.specs.action_repeat)
