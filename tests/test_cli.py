@@ -92,6 +92,7 @@ def test_eval_command(capsys, tmp_path):
     (["fit", "--method", "tdmpc", "--env", ENV, "run.stepz=3"], "unknown config key 'run.stepz'"),
     (["fit", "--method", "tdmpc", "--env", ENV, "run.steps"], "malformed override"),
     (["fit", "--method", "tdmpc", "--env", ENV, "--preset", "nope"], "valid presets"),
+    (["fit", "--method", "tdmpc", "--env", ENV, "run.precision=fp7"], "Allowed precision values"),
     (["eval", "--checkpoint", "does-not-exist"], "neither a checkpoint folder"),
 ])
 def test_bad_input_is_one_clear_line(argv, message, capsys):

@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -95,6 +96,7 @@ def build(cfg: DictConfig, method_name: str, *, method_cls=None, plugin=None) ->
     from wmlab.envs import split_family
 
     set_threads(cfg)
+    make_trainer(cfg, [], False)  # reject bad accelerator/devices/precision/strategy up front
     seed = cfg.run.seed + RANK_SEED_STRIDE * process_rank()
     L.seed_everything(seed, workers=True, verbose=False)
     if method_cls is None:
@@ -118,7 +120,7 @@ def make_trainer(cfg: DictConfig, callbacks: list[Callback], logger) -> L.Traine
             log_every_n_steps=cfg.tracking.log_every, num_sanity_val_steps=0, limit_val_batches=0,
             use_distributed_sampler=False, default_root_dir=cfg.checkpoint.dir,
         )
-    except (ValueError, TypeError, RuntimeError) as e:
+    except (ValueError, TypeError, RuntimeError, MisconfigurationException) as e:
         raise ConfigError(f"invalid Lightning settings in run.* "
                           f"(accelerator/devices/precision/strategy): {e}") from None
 
