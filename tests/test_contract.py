@@ -28,16 +28,17 @@ def env_and_specs():
 
 
 def field_docs(cls) -> dict[str, str]:
-    """Field docstrings (the string literal right under each field)."""
+    """Field docstrings (the string literal right under each field), inherited ones included
+    (a Config may extend another method's, e.g. DreamerV2's extends Dreamer's)."""
     import ast
     import textwrap
 
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
     docs = {}
-    for a, b in zip(body, body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
-            docs[a.target.id] = b.value.value
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for a, b in zip(body, body[1:]):
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                docs[a.target.id] = b.value.value
     return docs
 
 
