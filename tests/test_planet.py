@@ -1,10 +1,9 @@
 """PlaNet: loss semantics (free nats, latent overshooting), a training step, the policy."""
 
-import lightning as L
 import pytest
 import torch
+from sequence_helpers import fit_once, random_sequence_batch
 from tensordict import TensorDict
-from torch.utils.data import DataLoader, IterableDataset
 
 from wmlab import keys
 from wmlab.api import EnvSpecs
@@ -28,31 +27,7 @@ def make_method(kind="state", overrides=(), **spec_kw) -> PlaNet:
 
 
 def random_batch(method: PlaNet, B=None, T=None) -> TensorDict:
-    c, specs = method.cfg, method.specs
-    B, T = B or c.batch_size, T or c.sequence_length
-    if specs.obs_kind == "pixels":
-        obs = torch.randint(0, 256, (B, T, *specs.obs_shape), dtype=torch.uint8)
-    else:
-        obs = torch.randn(B, T, *specs.obs_shape)
-    low, high = specs.action_low, specs.action_high
-    return TensorDict({
-        keys.OBSERVATION: obs,
-        keys.ACTION: low + torch.rand(B, T, 2) * (high - low),
-        keys.IS_INIT: torch.zeros(B, T, 1, dtype=torch.bool),
-        keys.REWARD: torch.randn(B, T, 1),
-        keys.TERMINATED: torch.zeros(B, T, 1, dtype=torch.bool),
-    }, batch_size=[B, T])
-
-
-def fit_one(method: PlaNet, batches) -> L.Trainer:
-    class Stream(IterableDataset):
-        def __iter__(self):
-            yield from batches
-
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", log_every_n_steps=1)
-    trainer.fit(method, DataLoader(Stream(), batch_size=None, collate_fn=lambda x: x))
-    return trainer
+    return random_sequence_batch(method.specs, B or method.cfg.batch_size, T or method.cfg.sequence_length)
 
 
 # --- free nats -------------------------------------------------------------------------------
@@ -149,7 +124,7 @@ def test_overshooting_weighting_and_stopped_posterior_gradient():
 def test_training_step_finite_losses_and_gradients_in_every_module(kind, overrides):
     method = make_method(kind, overrides)
     before = {k: v.clone() for k, v in method.state_dict().items()}
-    metrics = fit_one(method, [random_batch(method)]).callback_metrics
+    metrics = fit_once(method, [random_batch(method)]).callback_metrics
     for term in ("model", "reconstruction", "reward", "kl", "overshooting"):
         assert torch.isfinite(metrics[f"train/loss/{term}"]), term
     assert (metrics["train/loss/overshooting"] > 0) == bool(overrides)

@@ -12,6 +12,8 @@ methods (PlaNet, Dreamer, DreamerV2, Plan2Explore).
   and then imagined open loop from the same actions (PlaNet's and Dreamer's summaries, the
   authors' ``open_loop_context = 5``).
 * :func:`quantize_pixels`: PlaNet's 5-bit image preprocessing.
+* :class:`RSSMPolicy`: the acting side, which filters observations into the posterior and keeps
+  it (and the previous action) per env between calls.
 
 Layout (time-major, see :mod:`wmlab.keys`)::
 
@@ -30,6 +32,7 @@ from tensordict import TensorDictBase
 from torch import nn
 
 from wmlab import keys
+from wmlab.api import Policy
 from wmlab.nets.conv import ConvDecoder, ConvEncoder
 from wmlab.nets.heads import BernoulliHead, GaussianHead, gaussian_nll
 from wmlab.nets.mlp import mlp, preprocess_obs
@@ -158,3 +161,26 @@ def openloop_video(world_model: WorldModel, data: Sequences, *, context: int = 5
     frames = torch.cat([preprocess_obs(data.obs), model], -1) + 0.5  # [T, n, 3, H, 2W]
     frames = frames.permute(0, 1, 3, 4, 2).flatten(1, 2)  # [T, n*H, 2W, 3]
     return (frames.clamp(0, 1) * 255).to(torch.uint8).cpu()
+
+
+class RSSMPolicy(Policy):
+    """Acts through ``method.act(state [B], prev_action [B, A], obs, is_init, explore=...) ->
+    (action in [-1, 1] [B, A], posterior [B])`` (one filtering step, then an actor or a planner)
+    and ``method.to_env_action``; keeps the posterior and the executed action per env between
+    calls. ``method.act`` resets both where ``is_init`` is true (:meth:`RSSM.obs_step` does)."""
+
+    def __init__(self, method, *, explore: bool):
+        super().__init__(device=method.device)
+        object.__setattr__(self, "_method", method)  # a reference, not a submodule
+        self.explore = explore
+        self._state: RSSMState | None = None  # [B]
+        self._action: torch.Tensor | None = None  # [B, A]
+
+    def act(self, obs: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
+        m = self._method
+        obs, is_init = obs.to(m.device), is_init.to(m.device)
+        if self._state is None or self._state.deter.shape[0] != obs.shape[0]:
+            self._state = m.world_model.rssm.initial(obs.shape[0], m.device)
+            self._action = torch.zeros(obs.shape[0], m.specs.action_dim, device=m.device)
+        self._action, self._state = m.act(self._state, self._action, obs, is_init, explore=self.explore)
+        return m.to_env_action(self._action)

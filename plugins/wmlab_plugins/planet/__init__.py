@@ -1,6 +1,6 @@
 """PlaNet (Hafner et al. 2019): an RSSM world model and CEM planning in latent space."""
 
 from .config import PlaNetConfig
-from .method import PlaNet, PlaNetPolicy
+from .method import PlaNet
 
-__all__ = ["PlaNet", "PlaNetConfig", "PlaNetPolicy"]
+__all__ = ["PlaNet", "PlaNetConfig"]

@@ -11,6 +11,7 @@ from wmlab.api import DataSpec, EnvSpecs, Method, Policy
 from wmlab.errors import ConfigError
 from wmlab.nets import RSSM, GaussianHead, RSSMState
 from wmlab.nets.world_model import (
+    RSSMPolicy,
     Sequences,
     WorldModel,
     make_decoder,
@@ -103,7 +104,7 @@ class PlaNet(Method):
                         prefill_steps=c.seed_episodes * s.episode_policy_steps * s.action_repeat)
 
     def make_policy(self, explore: bool) -> Policy:
-        return PlaNetPolicy(self, explore=explore)
+        return RSSMPolicy(self, explore=explore)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.world_model.parameters(), lr=self.cfg.lr, eps=self.cfg.adam_eps)
@@ -200,23 +201,3 @@ class PlaNet(Method):
         data = to_sequences(batch[:rows].to(self.device), self.from_env_action)
         return {"openloop": openloop_video(self.world_model, data, context=context)}
 
-
-class PlaNetPolicy(Policy):
-    """Plans with the method's current model; keeps the posterior state and the previous
-    (executed) action per env between calls and resets both where ``is_init`` is true."""
-
-    def __init__(self, method: PlaNet, *, explore: bool):
-        super().__init__(device=method.device)
-        object.__setattr__(self, "_method", method)  # a reference, not a submodule
-        self.explore = explore
-        self._state: RSSMState | None = None  # [B]
-        self._action: torch.Tensor | None = None  # [B, A]
-
-    def act(self, obs: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
-        m = self._method
-        obs, is_init = obs.to(m.device), is_init.to(m.device)
-        if self._state is None or self._state.deter.shape[0] != obs.shape[0]:
-            self._state = m.world_model.rssm.initial(obs.shape[0], m.device)
-            self._action = torch.zeros(obs.shape[0], m.specs.action_dim, device=m.device)
-        self._action, self._state = m.act(self._state, self._action, obs, is_init, explore=self.explore)
-        return m.to_env_action(self._action)
