@@ -10,6 +10,15 @@ from wmlab import keys
 from wmlab.api import EnvSpecs
 
 
+def fake_specs(kind: str, low: float = -1.0, high: float = 1.0, *, action_dim: int = 2) -> EnvSpecs:
+    """Specs of a made-up env: 64x64 pixels or a 5-dim state, ``action_dim`` actions in
+    ``[low, high]``, action repeat 2, episodes of 50 policy steps."""
+    shape = (3, 64, 64) if kind == "pixels" else (5,)
+    return EnvSpecs(name="fake-task", obs_kind=kind, obs_shape=shape, action_shape=(action_dim,),
+                    action_low=torch.full((action_dim,), low), action_high=torch.full((action_dim,), high),
+                    action_repeat=2, episode_policy_steps=50)
+
+
 def random_sequence_batch(specs: EnvSpecs, B: int, T: int, *, terminated: bool = False) -> TensorDict:
     """A ``[B, T]`` batch as the replay samples it: uint8 images or float vectors, actions
     within the bounds, random rewards, no episode start inside; ``terminated`` ends every

@@ -2,28 +2,20 @@
 
 import pytest
 import torch
-from sequence_helpers import fit_once, random_sequence_batch
+from sequence_helpers import fake_specs, fit_once, random_sequence_batch
 from tensordict import TensorDict
 
 from wmlab import keys
-from wmlab.api import EnvSpecs
 from wmlab.config import compose
 from wmlab.nets import RSSM, RSSMState
 from wmlab.nets.world_model import quantize_pixels, to_sequences
 from wmlab_plugins.planet import PlaNet, losses
 
 
-def make_specs(kind: str, low: float = -1.0, high: float = 1.0) -> EnvSpecs:
-    shape = (3, 64, 64) if kind == "pixels" else (5,)
-    return EnvSpecs(name="fake-task", obs_kind=kind, obs_shape=shape, action_shape=(2,),
-                    action_low=torch.full((2,), low), action_high=torch.full((2,), high),
-                    action_repeat=2, episode_policy_steps=50)
-
-
 def make_method(kind="state", overrides=(), **spec_kw) -> PlaNet:
     torch.manual_seed(0)
     cfg = compose("planet", PlaNet, "cartpole-swingup", presets=["debug"], overrides=list(overrides))
-    return PlaNet(cfg.method, make_specs(kind, **spec_kw))
+    return PlaNet(cfg.method, fake_specs(kind, **spec_kw))
 
 
 def random_batch(method: PlaNet, B=None, T=None) -> TensorDict:
