@@ -88,8 +88,9 @@ def record_gradients(method: Dreamer):
     return seen
 
 
-def test_each_loss_reaches_its_modules_and_only_those():
-    method = make_method("state", ["method.continue_head=true"])
+@pytest.mark.parametrize("entropy", [0.0, 0.1])
+def test_each_loss_reaches_its_modules_and_only_those(entropy):
+    method = make_method("state", ["method.continue_head=true", f"method.actor_ent={entropy}"])
     seen = record_gradients(method)
     data = method.unpack(random_batch(method, terminated=True))
     terms, posts = method.world_model_loss(data)
@@ -115,6 +116,18 @@ def test_actor_gradient_flows_through_the_dynamics():
     loss = method.actor_objective(traj, method.actor, returns, weights)["actor"]
     loss.backward()
     assert sum(p.grad.abs().sum() for p in method.actor.parameters()) > 0
+
+
+def test_actor_loss_terms():
+    from wmlab_plugins.dreamer import losses
+
+    returns, weights = torch.tensor([[[2.0]], [[4.0]]]), torch.tensor([[[1.0]], [[0.5]]])
+    assert losses.actor_loss(returns, weights)["actor"].item() == pytest.approx(-(2 + 2) / 2)
+    entropy = torch.tensor([[1.0], [3.0]])
+    terms = losses.actor_loss(returns, weights, entropy=entropy, ent_scale=0.1)
+    assert terms["actor"].item() == pytest.approx(-(2.1 + 0.5 * 4.3) / 2)
+    assert terms["actor_entropy"].item() == pytest.approx(2.0)
+    assert "actor_entropy" not in losses.actor_loss(returns, weights, entropy=entropy, ent_scale=0.0)
 
 
 def test_unpack_lines_up_time():

@@ -68,6 +68,10 @@ class DreamerConfig:
     """Lower bound of the actor's std [code ``ActionDecoder(min_std=1e-4)``]."""
     action_mean_scale: float = 5.0
     """Actor mean squashed as ``5 tanh(mu / 5)`` before the tanh transform [code]."""
+    actor_ent: float = 0.0
+    """Weight eta of an entropy bonus in the actor loss, ``-mean(w_t (G_t + eta H_t))`` with a
+    one-sample estimate of the tanh-Normal's entropy [paper and code: none, 0; DreamerV2's
+    ``actor_ent``]. The learning-check preset uses it to keep the actor out of tanh saturation."""
     expl_amount: float = 0.3
     """Std of the Gaussian noise added to the actor's sampled action when collecting,
     then clipped to [-1, 1] [paper; cfg ``expl_amount``, ``additive_gaussian``]."""

@@ -46,10 +46,18 @@ def world_model_loss(
     return {"model": total, **terms}
 
 
-def actor_loss(returns: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Dynamics backpropagation: ``{"actor": -mean(w_t * G_t)}``; ``returns``, ``weights``
-    ``[H, N, 1]``. Gradients reach the actor through the imagined states (Dreamer Eq. 7)."""
-    return {"actor": -(weights * returns).mean()}
+def actor_loss(returns: torch.Tensor, weights: torch.Tensor, *, entropy: torch.Tensor | None = None,
+               ent_scale: float = 0.0) -> dict[str, torch.Tensor]:
+    """Dynamics backpropagation: ``{"actor": -mean(w_t (G_t + eta H_t))}``; ``returns``,
+    ``weights`` ``[H, N, 1]``. Gradients reach the actor through the imagined states
+    (Dreamer Eq. 7). ``entropy [H, N]`` with ``ent_scale`` (eta) adds an entropy bonus (not in
+    the paper, which has ``eta = 0``; DreamerV2's ``actor_ent``)."""
+    objective = returns
+    terms = {}
+    if entropy is not None and ent_scale > 0.0:
+        objective = objective + ent_scale * entropy.unsqueeze(-1)
+        terms["actor_entropy"] = entropy.detach().mean()
+    return {"actor": -(weights * objective).mean(), **terms}
 
 
 def value_loss(value: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:

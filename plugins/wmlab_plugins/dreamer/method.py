@@ -215,8 +215,12 @@ class Dreamer(Method):
         return returns, discount_weights(discount)
 
     def actor_objective(self, traj: Imagination, actor, returns, weights) -> dict[str, torch.Tensor]:
-        """Dreamer: maximise the returns through the dynamics (DreamerV2 mixes in REINFORCE)."""
-        return losses.actor_loss(returns, weights)
+        """Dreamer: maximise the returns through the dynamics (DreamerV2 mixes in REINFORCE),
+        plus ``actor_ent`` times a one-sample entropy estimate if that is set."""
+        entropy = None
+        if self.cfg.actor_ent > 0.0:
+            entropy = -actor.sample(traj.feats[:-1].detach())[1]  # [H, N]
+        return losses.actor_loss(returns, weights, entropy=entropy, ent_scale=self.cfg.actor_ent)
 
     def optimize(self, opt, loss: torch.Tensor, parts) -> dict[str, torch.Tensor]:
         """Backward, per-part grad norms, one global clip, step."""
