@@ -68,11 +68,6 @@ class Dreamer(Method):
             "reward_layers": 1, "value_layers": 1, "actor_layers": 1, "state_layers": 1,
             "batch_size": 4, "sequence_length": 10, "horizon": 3, "prefill": 100, "train_ratio": 0.5,
         }},
-        # small nets for the CPU learning check (tests/test_learning_dreamer.py)
-        "learn-check": {"method": {
-            "deter": 64, "stoch": 16, "hidden": 64, "units": 64, "batch_size": 16,
-            "sequence_length": 16, "prefill": 2000, "train_ratio": 0.5,
-        }, "env": {"obs": "state", "action_repeat": 4}, "run": {"threads": 1}},
     }
     # the paper: 64x64 pixels and action repeat 2 on every DMC task
     env_presets = {"*": {"env": {"obs": "pixels", "action_repeat": 2}}}
