@@ -1,22 +1,15 @@
 """Dreamer: a training step on random batches, which losses reach which modules, the policy."""
 
-import lightning as L
 import pytest
 import torch
+from sequence_helpers import fake_specs as make_specs
+from sequence_helpers import fit_once as fit_one
+from sequence_helpers import random_sequence_batch
 from tensordict import TensorDict
-from torch.utils.data import DataLoader, IterableDataset
 
 from wmlab import keys
-from wmlab.api import EnvSpecs
 from wmlab.config import compose
 from wmlab_plugins.dreamer import Dreamer
-
-
-def make_specs(kind: str, low: float = -1.0, high: float = 1.0) -> EnvSpecs:
-    shape = (3, 64, 64) if kind == "pixels" else (5,)
-    return EnvSpecs(name="fake-task", obs_kind=kind, obs_shape=shape, action_shape=(2,),
-                    action_low=torch.full((2,), low), action_high=torch.full((2,), high),
-                    action_repeat=2, episode_policy_steps=50)
 
 
 def make_method(kind="state", overrides=(), **spec_kw) -> Dreamer:
@@ -26,34 +19,9 @@ def make_method(kind="state", overrides=(), **spec_kw) -> Dreamer:
 
 
 def random_batch(method: Dreamer, B=None, T=None, terminated=False) -> TensorDict:
-    c, specs = method.cfg, method.specs
-    B, T = B or c.batch_size, T or c.sequence_length
-    if specs.obs_kind == "pixels":
-        obs = torch.randint(0, 256, (B, T, *specs.obs_shape), dtype=torch.uint8)
-    else:
-        obs = torch.randn(B, T, *specs.obs_shape)
-    low, high = specs.action_low, specs.action_high
-    term = torch.zeros(B, T, 1, dtype=torch.bool)
-    if terminated:
-        term[:, -1] = True
-    return TensorDict({
-        keys.OBSERVATION: obs,
-        keys.ACTION: low + torch.rand(B, T, 2) * (high - low),
-        keys.IS_INIT: torch.zeros(B, T, 1, dtype=torch.bool),
-        keys.REWARD: torch.randn(B, T, 1),
-        keys.TERMINATED: term,
-    }, batch_size=[B, T])
-
-
-def fit_one(method: Dreamer, batches) -> L.Trainer:
-    class Stream(IterableDataset):
-        def __iter__(self):
-            yield from batches
-
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", log_every_n_steps=1)
-    trainer.fit(method, DataLoader(Stream(), batch_size=None, collate_fn=lambda x: x))
-    return trainer
+    """A replay-shaped ``[B, T]`` batch for ``method`` (its batch size and length by default)."""
+    c = method.cfg
+    return random_sequence_batch(method.specs, B or c.batch_size, T or c.sequence_length, terminated=terminated)
 
 
 @pytest.mark.parametrize("kind", ["state", "pixels"])
@@ -188,3 +156,57 @@ def test_paper_defaults():
     assert c.prefill == 5000 and c.train_ratio == pytest.approx(100 / (1000 / 2))
     cfg = compose("dreamer", Dreamer, "walker-walk")
     assert cfg.env.obs == "pixels" and cfg.env.action_repeat == 2
+
+
+def test_one_hot_actor_verbs():
+    from wmlab.nets import OneHotActor
+
+    torch.manual_seed(0)
+    actor = OneHotActor(4, 3, hidden=8, layers=1)
+    feat = torch.randn(5, 4)
+    action, log_prob = actor.sample(feat)
+    assert action.shape == (5, 3) and torch.equal(action.detach().sum(-1), torch.ones(5))
+    assert set(action.detach().unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(actor.log_prob(feat, action.detach()), log_prob)
+    probs = actor(feat).exp()
+    torch.testing.assert_close(actor.entropy(feat), -(probs * probs.log()).sum(-1))
+    assert torch.equal(actor.mode(feat).argmax(-1), probs.argmax(-1))
+    # straight-through: a loss on the one-hot sample sends a gradient into the actor
+    (action * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert sum(p.grad.abs().sum() for p in actor.parameters()) > 0
+    # a uniform actor has entropy log 3
+    torch.nn.init.zeros_(actor.net[-1].weight), torch.nn.init.zeros_(actor.net[-1].bias)
+    torch.testing.assert_close(actor.entropy(feat), torch.full((5,), float(torch.log(torch.tensor(3.0)))))
+
+
+def test_discrete_actions_train_and_act_one_hot():
+    from wmlab.nets import OneHotActor
+
+    method = make_method("state", ["method.actor_ent=0.01"], discrete=True, action_dim=3)
+    assert isinstance(method.actor, OneHotActor)
+    trainer = fit_one(method, [random_batch(method)])
+    assert torch.isfinite(trainer.callback_metrics["train/loss/actor"])
+    assert torch.isfinite(trainer.callback_metrics["train/grad_norm/actor"])
+    obs, first = torch.randn(64, 5), torch.ones(64, dtype=torch.bool)
+    for explore in (True, False):
+        a = act(method.make_policy(explore=explore), obs, first)
+        assert a.shape == (64, 3) and torch.equal(a.sum(-1), torch.ones(64))
+        assert set(a.unique().tolist()) <= {0.0, 1.0}
+    torch.manual_seed(3)  # the posterior is sampled: the same seed, the same greedy actions
+    greedy = act(method.make_policy(explore=False), obs, first)
+    torch.manual_seed(3)
+    torch.testing.assert_close(act(method.make_policy(explore=False), obs, first), greedy)
+    # exploring with expl_amount 1 picks uniformly at random, whatever the actor prefers
+    method = make_method("state", ["method.expl_amount=1.0"], discrete=True, action_dim=3)
+    torch.manual_seed(1)
+    counts = act(method.make_policy(explore=True), obs.repeat(50, 1), first.repeat(50)).sum(0)
+    assert counts.min() > 0.25 * 3200 / 3
+
+
+def test_discrete_actor_gradient_flows_through_the_dynamics():
+    method = make_method("state", discrete=True, action_dim=3)
+    _, posts = method.world_model_loss(method.unpack(random_batch(method)))
+    traj = method.imagine(posts.detach(), method.actor)
+    returns, weights = method.value_target(traj, method.value, method.imagined_reward(traj))
+    method.actor_objective(traj, method.actor, returns, weights)["actor"].backward()
+    assert sum(p.grad.abs().sum() for p in method.actor.parameters()) > 0

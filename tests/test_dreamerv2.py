@@ -115,3 +115,16 @@ def test_training_step_gives_finite_losses(kind, overrides):
         assert torch.isfinite(metrics[f"train/loss/{term}"]), term
     changed = {k.split(".")[0] for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
     assert {"world_model", "actor", "value", "slow_value"} <= changed  # update 0 copies the critic
+
+
+@pytest.mark.parametrize("actor_grad", ["reinforce", "both"])
+def test_discrete_actions_with_reinforce(actor_grad):
+    """The Atari setting: one-hot actions, REINFORCE with the exact categorical entropy."""
+    torch.manual_seed(0)
+    cfg = compose("dreamerv2", DreamerV2, "cartpole-swingup", presets=["debug"],
+                  overrides=[f"method.actor_grad={actor_grad}", "method.continue_head=true"])
+    m = DreamerV2(cfg.method, make_specs("pixels", discrete=True, action_dim=4))
+    trainer = fit_one(m, [random_batch(m, terminated=True)] * 2)
+    for term in ("actor", "actor_entropy", "value", "continue"):
+        assert torch.isfinite(trainer.callback_metrics[f"train/loss/{term}"]), term
+    assert 0 < trainer.callback_metrics["train/loss/actor_entropy"] <= torch.log(torch.tensor(4.0)) + 1e-5

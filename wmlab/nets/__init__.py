@@ -28,7 +28,14 @@ __all__ = [
 
 # RSSM world-model pieces (PlaNet, Dreamer, DreamerV2, Plan2Explore)
 from wmlab.nets.conv import ConvDecoder, ConvEncoder  # noqa: E402
-from wmlab.nets.heads import BernoulliHead, GaussianHead, TanhNormalActor, bernoulli_nll, gaussian_nll  # noqa: E402
+from wmlab.nets.heads import (  # noqa: E402
+    BernoulliHead,
+    GaussianHead,
+    OneHotActor,
+    TanhNormalActor,
+    bernoulli_nll,
+    gaussian_nll,
+)
 from wmlab.nets.rssm import (  # noqa: E402
     RSSM,
     CategoricalLatent,
@@ -41,6 +48,6 @@ from wmlab.nets.rssm import (  # noqa: E402
 
 __all__ += [
     "BernoulliHead", "CategoricalLatent", "ConvDecoder", "ConvEncoder", "GaussianHead",
-    "GaussianLatent", "Imagination", "RSSM", "RSSMState", "TanhNormalActor", "bernoulli_nll",
+    "GaussianLatent", "Imagination", "OneHotActor", "RSSM", "RSSMState", "TanhNormalActor", "bernoulli_nll",
     "gaussian_nll", "imagine_from", "make_latent",
 ]

@@ -1,11 +1,19 @@
 """Prediction heads on latent features: Gaussian (reward, value, decoders), Bernoulli
-(continue / discount) and the tanh-Normal actor.
+(continue / discount), the tanh-Normal actor (continuous actions) and the one-hot actor
+(discrete actions).
 
 As Dreamer's ``DenseDecoder`` and ``ActionDecoder`` (Hafner et al. 2020, arXiv 1912.01603;
 authors' code ``models.py``): an ELU MLP, then a unit-variance Normal over the target
 (reward: 2 hidden layers, value: 3, of 400 units), a Bernoulli over "the episode continues"
 (3 layers), and for actions a Normal squashed by tanh (4 layers) with
 ``mean = 5 tanh(mu / 5)`` and ``std = softplus(s + softplus^-1(5)) + 1e-4``.
+
+For discrete actions (DreamerV1 and V2 on Atari) the actor is a categorical over the
+choices whose samples are one-hot vectors with straight-through gradients (authors' code,
+``OneHotDist``), so the same imagination and dynamics-gradient code serves both kinds.
+
+Both actors offer the same verbs: ``sample`` (action and log-probability), ``mode`` (the
+evaluation action), ``log_prob`` (of a given action, for REINFORCE) and ``entropy``.
 
 Negative log-likelihoods include their constants, so logged losses are true NLLs in nats.
 """
@@ -93,11 +101,67 @@ class TanhNormalActor(nn.Module):
         """A reparameterised action ``[..., A]`` and its log-probability ``[...]``."""
         mean, std = self(feat)
         x = mean + std * torch.randn_like(mean)
-        log_prob = -0.5 * ((x - mean) / std).pow(2) - std.log() - _HALF_LOG_2PI
-        # tanh's log-det-Jacobian, in the stable form 2 (log 2 - x - softplus(-2x))
-        log_prob = log_prob - 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))
-        return torch.tanh(x), log_prob.sum(-1)
+        return torch.tanh(x), _tanh_normal_log_prob(x, mean, std)
 
     def mode(self, feat: torch.Tensor) -> torch.Tensor:
         """``tanh(mean)``: ``[..., A]`` (the deterministic evaluation action)."""
         return torch.tanh(self(feat)[0])
+
+    def log_prob(self, feat: torch.Tensor, action: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+        """``log pi(action | feat)``: ``[...]`` for a given action ``[..., A]`` in [-1, 1] (one
+        that was sampled, so its pre-tanh value is recovered by ``atanh`` after clipping to
+        ``(-1 + eps, 1 - eps)``)."""
+        mean, std = self(feat)
+        return _tanh_normal_log_prob(torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps)), mean, std)
+
+    def entropy(self, feat: torch.Tensor) -> torch.Tensor:
+        """A one-sample estimate of the entropy, ``-log pi(a)`` for ``a ~ pi``: ``[...]`` (the
+        tanh-Normal's entropy has no closed form)."""
+        return -self.sample(feat)[1]
+
+
+def _tanh_normal_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``log p(tanh(x))`` for pre-tanh ``x ~ Normal(mean, std)``, summed over actions: ``[...]``."""
+    log_prob = -0.5 * ((x - mean) / std).pow(2) - std.log() - _HALF_LOG_2PI
+    # tanh's log-det-Jacobian, in the stable form 2 (log 2 - x - softplus(-2x))
+    return (log_prob - 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))).sum(-1)
+
+
+class OneHotActor(nn.Module):
+    """A categorical over ``n`` discrete actions whose samples are one-hot vectors ``[..., n]``.
+
+    ``sample`` is straight-through: the forward value is the one-hot sample, the gradient that
+    of the probabilities (``onehot + probs - sg(probs)``), so returns can be backpropagated
+    through the imagined dynamics as for continuous actions (DreamerV1 on Atari; DreamerV2's
+    ``dynamics`` and ``both`` actor gradients)."""
+
+    def __init__(self, in_dim: int, n_actions: int, *, hidden: int = 400, layers: int = 4,
+                 act: str = "elu"):
+        super().__init__()
+        self.net = mlp(in_dim, [hidden] * layers, n_actions, act=act)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        """Normalised log-probabilities ``[..., n]``."""
+        return torch.log_softmax(self.net(feat), -1)
+
+    def sample(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A one-hot action ``[..., n]`` (straight-through) and its log-probability ``[...]``."""
+        logp = self(feat)
+        index = torch.multinomial(logp.exp().reshape(-1, logp.shape[-1]), 1).reshape(logp.shape[:-1])
+        onehot = F.one_hot(index, logp.shape[-1]).to(logp.dtype)
+        probs = logp.exp()
+        return onehot + (probs - probs.detach()), (onehot * logp).sum(-1)
+
+    def mode(self, feat: torch.Tensor) -> torch.Tensor:
+        """The most likely action, one-hot ``[..., n]``."""
+        logp = self(feat)
+        return F.one_hot(logp.argmax(-1), logp.shape[-1]).to(logp.dtype)
+
+    def log_prob(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``log pi(action | feat)`` of one-hot actions ``[..., n]``: ``[...]``."""
+        return (action * self(feat)).sum(-1)
+
+    def entropy(self, feat: torch.Tensor) -> torch.Tensor:
+        """The exact entropy ``[...]``."""
+        logp = self(feat)
+        return -(logp.exp() * logp).sum(-1)

@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from tensordict import TensorDictBase
 
-from wmlab.api import DataSpec, EnvSpecs, Method, Policy
+from wmlab.api import DataSpec, EnvSpecs, Method
 from wmlab.errors import ConfigError
 from wmlab.nets import (
     RSSM,
     BernoulliHead,
     GaussianHead,
     Imagination,
+    OneHotActor,
     RSSMState,
     TanhNormalActor,
     frozen,
@@ -21,6 +23,7 @@ from wmlab.nets import (
 )
 from wmlab.nets.world_model import (
     Sequences,
+    RSSMPolicy,
     WorldModel,
     make_decoder,
     make_encoder,
@@ -52,8 +55,12 @@ class Dreamer(Method):
         and G_t sums the rewards after s_t (the authors drop s_0 and count a state's own
         reward in its value);
       * the deterministic (eval) action is ``tanh(mean)`` rather than the most likely of
-        100 samples; float32 instead of mixed precision;
-      * state-vector observations are supported with MLP encoder and decoder.
+        100 samples (discrete actions: the most likely choice); float32 instead of mixed
+        precision;
+      * state-vector observations are supported with MLP encoder and decoder;
+      * discrete actions (Atari) get a one-hot categorical actor with straight-through
+        samples (:class:`~wmlab.nets.OneHotActor`, as the authors' Atari agent) and
+        epsilon-greedy exploration with ``expl_amount`` (the authors decay theirs from 0.4).
 
     Subclass hooks (DreamerV2, Plan2Explore): ``build_rssm``, ``build_world_model``,
     ``build_actor``, ``build_value``, ``kl_loss``, ``imagined_reward``, ``imagined_discount``,
@@ -75,10 +82,10 @@ class Dreamer(Method):
 
     def __init__(self, cfg, specs: EnvSpecs):
         super().__init__(cfg, specs)
-        if specs.discrete:
-            raise ConfigError("dreamer (this plugin) needs continuous actions; this env's are discrete")
         low, high = specs.action_low.float().reshape(-1), specs.action_high.float().reshape(-1)
-        if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+        if specs.discrete:  # one-hot actions: the model's action is the env's
+            low, high = -torch.ones(specs.action_dim), torch.ones(specs.action_dim)
+        elif not (torch.isfinite(low).all() and torch.isfinite(high).all()):
             raise ConfigError("dreamer needs bounded actions (a tanh actor); this env's are unbounded")
         self.register_buffer("action_low", low, persistent=False)
         self.register_buffer("action_high", high, persistent=False)
@@ -106,8 +113,11 @@ class Dreamer(Method):
         return WorldModel(encoder=encoder, rssm=rssm, decoder=decoder, reward=reward, cont=cont,
                           obs_ndim=len(shape))
 
-    def build_actor(self, feat_dim: int) -> TanhNormalActor:
+    def build_actor(self, feat_dim: int) -> TanhNormalActor | OneHotActor:
+        """A tanh-Normal over continuous actions, a one-hot categorical over discrete ones."""
         c = self.cfg
+        if self.specs.discrete:
+            return OneHotActor(feat_dim, self.specs.action_dim, hidden=c.units, layers=c.actor_layers)
         return TanhNormalActor(feat_dim, self.specs.action_dim, hidden=c.units, layers=c.actor_layers,
                                init_std=c.action_init_std, min_std=c.action_min_std,
                                mean_scale=c.action_mean_scale)
@@ -122,7 +132,7 @@ class Dreamer(Method):
                         train_ratio=c.train_ratio, prefill_steps=c.prefill)
 
     def make_policy(self, explore: bool) -> Policy:
-        return DreamerPolicy(self, explore=explore)
+        return RSSMPolicy(self, explore=explore)
 
     def configure_optimizers(self):
         c = self.cfg
@@ -214,7 +224,7 @@ class Dreamer(Method):
         plus ``actor_ent`` times a one-sample entropy estimate if that is set."""
         entropy = None
         if self.cfg.actor_ent > 0.0:
-            entropy = -actor.sample(traj.feats[:-1].detach())[1]  # [H, N]
+            entropy = actor.entropy(traj.feats[:-1].detach())  # [H, N]
         return losses.actor_loss(returns, weights, entropy=entropy, ent_scale=self.cfg.actor_ent)
 
     def optimize(self, opt, loss: torch.Tensor, parts) -> dict[str, torch.Tensor]:
@@ -237,26 +247,42 @@ class Dreamer(Method):
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=batch_size)
 
     # --- acting -----------------------------------------------------------------------------
-    def behaviour_actor(self, explore: bool) -> TanhNormalActor:
+    def behaviour_actor(self, explore: bool) -> TanhNormalActor | OneHotActor:
         """The actor that acts in the env (Plan2Explore: the exploration actor when exploring)."""
         return self.actor
 
     @torch.no_grad()
     def act(self, state: RSSMState, prev_action: torch.Tensor, obs: torch.Tensor,
             is_init: torch.Tensor, *, explore: bool):
-        """One filtering step and an action in [-1, 1]: ``[B, A]`` and the new state ``[B]``."""
+        """One filtering step and an action: ``[B, A]`` (in [-1, 1], or one-hot) and the new
+        state ``[B]``. Exploring adds Gaussian noise of std ``expl_amount`` to a continuous
+        action; a discrete one is replaced by a uniformly random choice with probability
+        ``expl_amount`` (the authors' epsilon-greedy for discrete actions)."""
         wm, actor = self.world_model, self.behaviour_actor(explore)
         post, _ = wm.rssm.obs_step(state, prev_action, wm.encode(obs), is_init)
         feat = wm.rssm.get_feat(post)  # [B, F]
         if not explore:
             return actor.mode(feat), post
         action = actor.sample(feat)[0]
-        return (action + self.cfg.expl_amount * torch.randn_like(action)).clamp(-1.0, 1.0), post
+        amount = self.cfg.expl_amount
+        if not self.specs.discrete:
+            return (action + amount * torch.randn_like(action)).clamp(-1.0, 1.0), post
+        if amount > 0.0:
+            n = action.shape[-1]
+            random = F.one_hot(torch.randint(n, action.shape[:-1], device=action.device), n).to(action.dtype)
+            pick = torch.rand(action.shape[:-1], device=action.device) < amount
+            action = torch.where(pick.unsqueeze(-1), random, action)
+        return action, post
 
     def to_env_action(self, a: torch.Tensor) -> torch.Tensor:
+        """The model's action (in [-1, 1], or one-hot) -> the env's (within its bounds)."""
+        if self.specs.discrete:
+            return a
         return self.action_low + (a + 1.0) * 0.5 * (self.action_high - self.action_low)
 
     def from_env_action(self, a: torch.Tensor) -> torch.Tensor:
+        if self.specs.discrete:
+            return a
         return 2.0 * (a - self.action_low) / (self.action_high - self.action_low) - 1.0
 
     # --- videos -----------------------------------------------------------------------------
@@ -275,24 +301,3 @@ def named(terms: dict[str, torch.Tensor], norms: dict[str, torch.Tensor]) -> dic
     """``{"loss/<term>": ..., "grad_norm/<module>": ...}``."""
     return {f"loss/{k}": v for k, v in terms.items()} | {f"grad_norm/{k}": v for k, v in norms.items()}
 
-
-class DreamerPolicy(Policy):
-    """Acts with the method's current model; keeps the RSSM state and the previous action
-    per env between calls and resets both where ``is_init`` is true."""
-
-    def __init__(self, method: Dreamer, *, explore: bool):
-        super().__init__(device=method.device)
-        object.__setattr__(self, "_method", method)  # a reference, not a submodule
-        self.explore = explore
-        self._state: RSSMState | None = None  # [B]
-        self._action: torch.Tensor | None = None  # [B, A]
-
-    def act(self, obs: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
-        m = self._method
-        obs, is_init = obs.to(m.device), is_init.to(m.device)
-        if self._state is None or self._state.deter.shape[0] != obs.shape[0]:
-            self._state = m.world_model.rssm.initial(obs.shape[0], m.device)
-            self._action = torch.zeros(obs.shape[0], m.specs.action_dim, device=m.device)
-        action, self._state = m.act(self._state, self._action, obs, is_init, explore=self.explore)
-        self._action = action
-        return m.to_env_action(action)

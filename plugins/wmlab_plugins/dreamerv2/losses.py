@@ -7,24 +7,7 @@ in state ``s_t`` and ``G_t`` is the lambda-return from ``s_t``.
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-def tanh_normal_log_prob(mean: torch.Tensor, std: torch.Tensor, action: torch.Tensor,
-                         eps: float = 1e-6) -> torch.Tensor:
-    """``log p(action)`` under ``tanh(Normal(mean, std))``: ``[...]`` from ``[..., A]`` each.
-
-    The action is clipped to ``(-1 + eps, 1 - eps)`` before ``atanh`` (REINFORCE needs the
-    likelihood of an action that was sampled, not its pre-tanh value)."""
-    x = torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps))
-    log_prob = -0.5 * ((x - mean) / std).pow(2) - std.log() - _HALF_LOG_2PI
-    # tanh's log-det-Jacobian, stable form 2 (log 2 - x - softplus(-2x))
-    return (log_prob - 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))).sum(-1)
 
 
 def actor_loss(*, returns: torch.Tensor, weights: torch.Tensor, mix: float, ent_scale: float,

@@ -34,12 +34,12 @@ class DreamerV2(Dreamer):
         an entropy bonus; rewards can be squashed by ``tanh`` (Atari).
 
     Defaults are the authors' DMC settings (``dmc_vision``); the ``atari`` preset holds their
-    Atari settings, but running it needs an Atari env family (none exists in wmlab yet) and a
-    one-hot actor for discrete actions (Dreamer's plugin, and so this one, refuse them).
+    Atari settings (``wmlab fit --method dreamerv2 --env atari:pong --preset atari``): discrete
+    actions get Dreamer's one-hot actor, trained by REINFORCE there.
 
-    Departures from the authors' code (besides Dreamer's, see its docstring): the actor is
-    Dreamer's tanh-Normal (theirs a truncated Normal with min std 0.1 on DMC), its entropy is
-    estimated from one sample; Adam without their 1e-6 weight decay; no 100-update pretraining
+    Departures from the authors' code (besides Dreamer's, see its docstring): the continuous
+    actor is Dreamer's tanh-Normal (theirs a truncated Normal with min std 0.1 on DMC), its
+    entropy estimated from one sample; Adam without their 1e-6 weight decay; no 100-update pretraining
     burst; float32; image and reward heads without their layer-norm option.
     """
 
@@ -47,7 +47,7 @@ class DreamerV2(Dreamer):
     presets = {
         "debug": {"method": {**Dreamer.presets["debug"]["method"], "discrete": 4,
                              "continue_layers": 1, "slow_target_update": 2}},
-        # the authors' ``atari`` config; needs an Atari env family and a discrete actor (see above)
+        # the authors' ``atari`` config
         "atari": {
             "method": {"deter": 600, "hidden": 600, "model_lr": 2e-4, "actor_lr": 4e-5,
                        "value_lr": 1e-4, "actor_ent": 1e-3, "discount": 0.999, "kl_scale": 0.1,
@@ -103,10 +103,9 @@ class DreamerV2(Dreamer):
         mix, feat = self.actor_mix(), traj.feats[:-1].detach()  # [H, N, F]: s_0 .. s_{H-1}
         log_prob = advantage = None
         if mix < 1.0:
-            mean, std = actor(feat)
-            log_prob = losses.tanh_normal_log_prob(mean, std, traj.actions.detach())  # [H, N]
+            log_prob = actor.log_prob(feat, traj.actions.detach())  # [H, N]
             advantage = returns - self.target_critic(self.value)(feat)  # [H, N, 1]
-        entropy = -actor.sample(feat)[1]  # [H, N], a one-sample estimate
+        entropy = actor.entropy(feat)  # [H, N]: exact (one-hot), one sample (tanh-Normal)
         terms = losses.actor_loss(returns=returns, weights=weights, mix=mix, ent_scale=self.cfg.actor_ent,
                                   entropy=entropy, log_prob=log_prob, advantage=advantage)
         return terms
