@@ -57,7 +57,8 @@ def sample(replay: TensorDictReplayBuffer, spec: DataSpec) -> TensorDictBase:
 
 
 class RandomPolicy(TensorDictModuleBase):
-    """Uniform actions within the action bounds (prefill); uses torch's global RNG."""
+    """Uniform actions within the action bounds, or uniform one-hot choices for discrete
+    actions (prefill); uses torch's global RNG."""
 
     in_keys = [keys.OBSERVATION]
     out_keys = [keys.ACTION]
@@ -65,8 +66,15 @@ class RandomPolicy(TensorDictModuleBase):
     def __init__(self, specs: EnvSpecs):
         super().__init__()
         self.low, self.high = specs.action_low, specs.action_high
+        self.discrete = specs.discrete
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
+        if self.discrete:
+            n = self.low.numel()
+            choice = torch.randint(n, tuple(td.batch_size))
+            td.set(keys.ACTION, torch.nn.functional.one_hot(choice, n).to(self.low.dtype).reshape(
+                *td.batch_size, *self.low.shape))
+            return td
         u = torch.rand(*td.batch_size, *self.low.shape)
         td.set(keys.ACTION, self.low + u * (self.high - self.low))
         return td
@@ -90,6 +98,21 @@ class SwitchPolicy(TensorDictModuleBase):
 def make_collector(env, policy: TensorDictModuleBase) -> Collector:
     """One env, one policy step per batch (the stream decides when to step)."""
     return Collector(env, policy, frames_per_batch=1, total_frames=-1, trust_policy=True)
+
+
+def terminal_row(td: TensorDictBase, row: TensorDictBase) -> TensorDictBase:
+    """The row that stores the final observation of a terminated episode: the observation
+    after the last action, no action (zeros), no reward, ``done`` and ``terminated`` set, in
+    the same episode as ``row`` (the last policy step, whose ``terminated`` is set too)."""
+    terminal = row.clone()
+    terminal.set(keys.OBSERVATION, td.get((keys.NEXT, keys.OBSERVATION)))
+    terminal.set(keys.ACTION, torch.zeros_like(row.get(keys.ACTION)))
+    terminal.set(keys.IS_INIT, torch.zeros_like(row.get(keys.IS_INIT)))
+    terminal.set(keys.REWARD, torch.zeros_like(row.get(keys.REWARD)))
+    terminal.set(keys.DONE, torch.ones_like(row.get(keys.DONE)))
+    terminal.set(keys.TERMINATED, torch.ones_like(row.get(keys.TERMINATED)))
+    terminal.set(keys.TRUNCATED, torch.zeros_like(row.get(keys.TRUNCATED)))
+    return terminal
 
 
 class ReplayStream(IterableDataset):
@@ -141,12 +164,16 @@ class ReplayStream(IterableDataset):
         self._store(td)
 
     def _store(self, td: TensorDictBase) -> None:
-        # td: [1] rows from the collector; keep each frame once (no next observation)
+        # td: [1] rows from the collector; keep each frame once (no next observation) ...
         row = TensorDict({k: td.get(k) for k in (keys.OBSERVATION, keys.ACTION, keys.IS_INIT,
                                                  keys.REWARD, keys.DONE, keys.TERMINATED,
                                                  keys.TRUNCATED)}, batch_size=td.batch_size)
         row.set(EPISODE, torch.full(td.batch_size, self.progress.episodes, dtype=torch.int64))
         self.replay.extend(row)
+        # ... except the last frame of an episode that ended by termination, which no later
+        # row holds: it gets a terminal row of its own (see wmlab.keys)
+        if bool(td.get(keys.TERMINATED).any()):
+            self.replay.extend(terminal_row(td, row))
         p = self.progress
         p.policy_steps += 1
         p.env_steps += self.repeat

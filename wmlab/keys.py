@@ -14,8 +14,17 @@ stored: within a trajectory ``o_{t+1}`` is row ``t+1``'s ``OBSERVATION``, so eve
 frame is stored once. A sampled sequence of length ``L`` therefore holds ``L``
 observations and ``L - 1`` usable transitions ``(o_t, a_t, r_t, o_{t+1})``.
 
+An episode that ends by *termination* (the task is over, not merely out of time) gets
+one more row after its last policy step: the *terminal row*, whose ``OBSERVATION`` is the
+final frame o_T, with a zero ``ACTION``, zero ``REWARD`` and ``DONE``/``TERMINATED`` set
+(the last policy step's row has ``TERMINATED`` set as well). So the transition into a
+terminal state is stored like any other, and a model can learn that o_T ends the episode.
+Terminal rows are not policy steps (counters skip them); an episode cut by the time limit
+(``TRUNCATED``) has none, because it could have gone on.
+
 Observations are float vectors for state-based envs and ``uint8`` images ``[3, H, W]``
-for pixel envs (methods scale images themselves, see ``wmlab.nets.preprocess_obs``).
+for pixel envs (methods scale images themselves, see ``wmlab.nets.preprocess_obs``);
+discrete actions are one-hot float vectors (``EnvSpecs.discrete``).
 """
 
 OBSERVATION = "observation"
