@@ -36,9 +36,10 @@ class EnvSpecs:
     name: str
     """The env's name as the user gave it, e.g. ``cheetah-run``."""
     obs_kind: str
-    """``"state"`` (float vector) or ``"pixels"`` (``uint8`` image ``[3, H, W]``)."""
+    """``"state"`` (float vector) or ``"pixels"`` (``uint8`` image ``[C, H, W]``: C = 3 for RGB,
+    1 for grayscale, e.g. Atari)."""
     obs_shape: tuple[int, ...]
-    """Shape of one observation, e.g. ``(17,)`` or ``(3, 64, 64)``."""
+    """Shape of one observation, e.g. ``(17,)``, ``(3, 64, 64)`` or ``(1, 64, 64)``."""
     action_shape: tuple[int, ...]
     """Shape of one action, e.g. ``(6,)``."""
     action_low: torch.Tensor
@@ -50,7 +51,9 @@ class EnvSpecs:
     episode_policy_steps: int
     """Policy steps in a full episode (time limit / action repeat)."""
     discrete: bool = False
-    """Whether actions are one-hot encoded choices rather than continuous vectors."""
+    """Whether actions are one-hot encoded choices rather than continuous vectors. If true,
+    an action is a ``float32`` one-hot vector of ``action_dim`` choices (``action_shape``
+    is ``(n,)``, bounds 0 and 1; Atari: ``n`` = 18), and an env acts on its largest entry."""
 
     @property
     def action_dim(self) -> int:

@@ -3,7 +3,8 @@
 Order of composition (later wins)::
 
     core defaults (dataclasses below, then configs/defaults.yaml)
-      <- env preset      (configs/envs/<domain>.yaml, then configs/envs/<domain>-<task>.yaml)
+      <- env preset      (configs/envs/<domain>.yaml, then configs/envs/<domain>-<task>.yaml;
+                          for FAMILY:TASK, configs/envs/<family>.yaml, then <family>-<task>.yaml)
       <- method defaults (the plugin's typed Config) and its env_presets
       <- presets         (--preset NAME: configs/presets/NAME.yaml or configs/experiments/NAME.yaml,
                           and the method's own preset of that name)
@@ -26,6 +27,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from wmlab.envs import DEFAULT_FAMILY
 from wmlab.errors import ConfigError
 
 
@@ -52,19 +54,37 @@ class RunConfig:
 @dataclass
 class EnvConfig:
     name: str = ""
-    """``domain-task`` of a dm_control suite task (set by ``--env``)."""
+    """The env as given to ``--env`` (set by it): a dm_control ``domain-task``, or
+    ``family:task`` (``atari:pong``)."""
     obs: str = "state"
-    """``state`` (concatenated state vector) or ``pixels`` (64x64 RGB)."""
+    """``state`` (concatenated state vector) or ``pixels`` (64x64 RGB, or grayscale, see
+    ``grayscale``). Atari games are pixels only."""
     action_repeat: int = 2
     """Simulator frames per policy step."""
     episode_steps: int = 1000
-    """Episode length in simulator frames (dm_control's time limit)."""
+    """Episode length in simulator frames (dm_control's time limit; Atari: 108000)."""
     image_size: int = 64
     """Side of rendered square images."""
     camera: int = 0
-    """Camera id used for pixels and videos (quadruped tasks use 2)."""
+    """dm_control: camera id used for pixels and videos (quadruped tasks use 2)."""
     fast_render: bool = True
-    """Turn off shadows, reflections and multisampling (15-20x faster on CPU)."""
+    """dm_control: turn off shadows, reflections and multisampling (15-20x faster on CPU)."""
+    grayscale: bool = False
+    """Pixels as one grayscale channel ``[1, H, W]`` instead of RGB ``[3, H, W]``. Atari
+    only (its env preset turns it on, as DreamerV2); dm_control rejects it."""
+    sticky_actions: float = 0.25
+    """Atari: probability that the emulator keeps the previous action at each frame
+    (ALE's repeat_action_probability; 0.25 as Machado et al. 2018 and DreamerV2; 0 makes
+    the games deterministic)."""
+    full_action_space: bool = True
+    """Atari: all 18 joystick actions for every game (DreamerV2) instead of the game's
+    minimal action set."""
+    noop_max: int = 30
+    """Atari: start every episode with 1 to ``noop_max`` random no-op frames (DreamerV2's
+    code: 30); 0 turns no-op starts off."""
+    terminal_on_life_loss: bool = False
+    """Atari: end the episode (terminated) when a life is lost; DreamerV2 does not (no
+    access to life information)."""
 
 
 @dataclass
@@ -188,6 +208,20 @@ def _valid_keys_near(cfg: DictConfig, key: str) -> str:
     return ", ".join(names)
 
 
+def env_preset_stems(env_name: str) -> list[str]:
+    """Names of the env presets (``configs/envs/<stem>.yaml``) for ``--env``, general first.
+
+    dm_control, ``cheetah-run`` or ``dmc:cheetah-run``: ``cheetah``, ``cheetah-run``;
+    another family, ``atari:pong``: ``atari`` (every game), ``atari-pong``.
+    """
+    family, sep, task = env_name.partition(":")
+    if not sep:
+        family, task = DEFAULT_FAMILY, env_name
+    if family == DEFAULT_FAMILY:
+        return list(dict.fromkeys([task.split("-", 1)[0], task]))
+    return [family, f"{family}-{task}"]
+
+
 def compose(
     method_name: str,
     method_cls,
@@ -213,8 +247,7 @@ def compose(
     if defaults.exists():
         layers.append((_load_yaml(defaults, "core defaults"), str(defaults)))
     layers.append(({"env": {"name": env_name}}, "--env"))
-    domain = env_name.split("-", 1)[0]
-    for stem in dict.fromkeys([domain, env_name]):
+    for stem in env_preset_stems(env_name):
         path = cdir / "envs" / f"{stem}.yaml"
         if path.exists():
             layers.append((_load_yaml(path, "env preset"), str(path)))

@@ -22,8 +22,9 @@ terminal state is stored like any other, and a model can learn that o_T ends the
 Terminal rows are not policy steps (counters skip them); an episode cut by the time limit
 (``TRUNCATED``) has none, because it could have gone on.
 
-Observations are float vectors for state-based envs and ``uint8`` images ``[3, H, W]``
-for pixel envs (methods scale images themselves, see ``wmlab.nets.preprocess_obs``);
+Observations are float vectors for state-based envs and ``uint8`` images ``[C, H, W]``
+(RGB, or one grayscale channel) for pixel envs (methods scale images themselves, see
+``wmlab.nets.preprocess_obs``);
 discrete actions are one-hot float vectors (``EnvSpecs.discrete``).
 """
 

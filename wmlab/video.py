@@ -21,14 +21,18 @@ def as_frames(frames: Any) -> np.ndarray:
 
     Accepts numpy arrays or torch tensors, channels-last ``[T, H, W, 3]`` or channels-first
     ``[T, 3, H, W]`` (how pixel observations are stored), ``uint8`` or floats in ``[0, 1]``.
+    Grayscale clips (one channel, ``[T, H, W, 1]`` or ``[T, 1, H, W]``, e.g. Atari
+    observations) are repeated to three channels.
     """
     if hasattr(frames, "detach"):  # a torch tensor: one transfer to the host
         frames = frames.detach().cpu().numpy()
     arr = np.asarray(frames)
     if arr.ndim != 4:
         raise ValueError(f"video frames must be [T, H, W, 3], got shape {tuple(arr.shape)}")
-    if arr.shape[-1] != 3 and arr.shape[1] == 3:
+    if arr.shape[-1] not in (1, 3) and arr.shape[1] in (1, 3):
         arr = arr.transpose(0, 2, 3, 1)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
     if arr.shape[-1] != 3:
         raise ValueError(f"video frames must be RGB [T, H, W, 3], got shape {tuple(arr.shape)}")
     if arr.shape[0] == 0:

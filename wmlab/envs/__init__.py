@@ -1,12 +1,15 @@
 """Env families: the contract an env plugin implements, and ``--env`` parsing.
 
 An *env family* is a set of related tasks behind one plugin (``dmc`` is dm_control's
-suite). A family is a class registered under the entry-point group ``wmlab.envs``
-(resolved by :mod:`wmlab.registry`); it turns a task name and the ``env`` section of
-the config into a torchrl env whose TensorDicts follow :mod:`wmlab.keys`:
+suite, ``atari`` the Atari 2600 games of ale-py). A family is a class registered under
+the entry-point group ``wmlab.envs`` (resolved by :mod:`wmlab.registry`); it turns a
+task name and the ``env`` section of the config into a torchrl env whose TensorDicts
+follow :mod:`wmlab.keys`:
 
-* reset and step data carry ``observation`` (``float32`` vector or ``uint8 [3, H, W]``)
-  and ``is_init``;
+* reset and step data carry ``observation`` (``float32`` vector or ``uint8 [C, H, W]``,
+  C = 3 for RGB, 1 for grayscale) and ``is_init``;
+* ``action`` is a ``float32`` vector; for discrete actions (``EnvSpecs.discrete``) a
+  one-hot vector over the choices;
 * step data carry ``("next", "reward")`` (``float32 [1]``, summed over the repeated
   frames), ``("next", "done")``, ``("next", "terminated")`` and ``("next", "truncated")``;
 * one step is one *policy step* of ``env.action_repeat`` frames, and an episode is

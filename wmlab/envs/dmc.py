@@ -443,6 +443,9 @@ def _check_cfg(name: str, cfg: Any) -> tuple[str, int, int, int, int]:
     if obs_kind not in _OBS_KINDS:
         raise EnvError(f"env.obs={obs_kind!r} is not supported by dm_control tasks: "
                        f"use one of {', '.join(_OBS_KINDS)}")
+    if getattr(cfg, "grayscale", False):
+        raise EnvError("env.grayscale=true is not supported by dm_control tasks (RGB pixels "
+                       "only); it is an Atari setting")
     repeat = int(cfg.action_repeat)
     if repeat < 1:
         raise EnvError(f"env.action_repeat must be >= 1, got {repeat}")
