@@ -33,7 +33,9 @@ def steps_of(run, key):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_fit_smoke(name, capsys):
-    assert main(["fit", "--method", name, "--env", ENV, "--preset", "debug"]) == 0
+    # from states: the pixel path has its own smoke test below (conv nets cost about 1 s per
+    # update on a CPU even at debug sizes)
+    assert main(["fit", "--method", name, "--env", ENV, "--preset", "debug", "env.obs=state"]) == 0
     run = only_run()
     assert run.info.status == "FINISHED"
     assert run.info.run_name == f"{name}-{ENV}-s1"
@@ -50,6 +52,29 @@ def test_fit_smoke(name, capsys):
     assert {"config.yaml", "model", "videos"} <= artifacts
     out = capsys.readouterr().out
     assert "400 env steps" in out
+
+
+def test_fit_smoke_from_pixels_with_openloop_video(capsys):
+    """The RSSM methods' debug presets run from states; one pixel run covers the conv
+    encoder and decoder, rendering, and the open-loop prediction video beside the eval one."""
+    argv = ["fit", "--method", "dreamer", "--env", ENV, "--preset", "debug", "env.obs=pixels",
+            "run.steps=240", "eval.every=240", "checkpoint.every=0"]
+    assert main(argv) == 0
+    run = only_run()
+    assert run.info.status == "FINISHED" and run.data.params["env.obs"] == "pixels"
+    videos = {a.path for a in client().list_artifacts(run.info.run_id, "videos")}
+    assert any("openloop" in v for v in videos) and any("eval" in v for v in videos), videos
+
+
+def test_fit_smoke_atari_discrete_actions(capsys):
+    """DreamerV2 on an Atari game: 64x64 grayscale frames, one-hot actions, terminal rows."""
+    argv = ["fit", "--method", "dreamerv2", "--env", "atari:pong", "--preset", "debug",
+            "run.steps=240", "eval.every=240", "checkpoint.every=0", "env.episode_steps=120"]
+    assert main(argv) == 0
+    run = only_run()
+    assert run.info.status == "FINISHED" and run.data.params["env.grayscale"] == "True"
+    assert run.data.params["env.action_repeat"] == "4"
+    assert "train/loss/actor" in run.data.metrics and "eval/episode_return" in run.data.metrics
 
 
 def test_resume_continues_the_same_run(capsys):

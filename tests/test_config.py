@@ -95,3 +95,11 @@ def test_base_config_then_overrides():
 def test_flatten():
     flat = flatten(compose("toy", Toy, "cheetah-run"))
     assert flat["method.lr"] == 1e-3 and flat["env.name"] == "cheetah-run"
+
+
+def test_method_env_presets_without_a_family_match_dm_control_only():
+    from wmlab.config import env_pattern_matches
+
+    assert env_pattern_matches("cheetah-run", "*") and env_pattern_matches("dmc:cheetah-run", "cheetah-*")
+    assert not env_pattern_matches("atari:pong", "*") and env_pattern_matches("atari:pong", "atari:*")
+    assert not env_pattern_matches("cheetah-run", "atari:*")

@@ -164,7 +164,8 @@ class Method(L.LightningModule):
       ``presets``: named partial configs over the whole tree (``{"method": {...},
       "run": {...}}``); ``debug`` is required (tiny nets, seconds on a CPU).
       ``env_presets``: per-env overrides keyed by glob (``{"cartpole-*": {"env":
-      {"action_repeat": 8}}}``), applied right after the method defaults.
+      {"action_repeat": 8}}}``), applied right after the method defaults; a glob without
+      a family (``*``) matches dm_control tasks only, ``atari:*`` another family's.
       ``observations``: the observation kinds it can learn from.
       ``api_version``: the contract version it was built for.
     """

@@ -208,18 +208,32 @@ def _valid_keys_near(cfg: DictConfig, key: str) -> str:
     return ", ".join(names)
 
 
+def _family_and_task(name: str) -> tuple[str, str]:
+    """``"cheetah-run"`` -> ``("dmc", "cheetah-run")``, ``"atari:pong"`` -> ``("atari", "pong")``."""
+    family, sep, task = name.partition(":")
+    return (family, task) if sep else (DEFAULT_FAMILY, name)
+
+
 def env_preset_stems(env_name: str) -> list[str]:
     """Names of the env presets (``configs/envs/<stem>.yaml``) for ``--env``, general first.
 
     dm_control, ``cheetah-run`` or ``dmc:cheetah-run``: ``cheetah``, ``cheetah-run``;
     another family, ``atari:pong``: ``atari`` (every game), ``atari-pong``.
     """
-    family, sep, task = env_name.partition(":")
-    if not sep:
-        family, task = DEFAULT_FAMILY, env_name
+    family, task = _family_and_task(env_name)
     if family == DEFAULT_FAMILY:
         return list(dict.fromkeys([task.split("-", 1)[0], task]))
     return [family, f"{family}-{task}"]
+
+
+def env_pattern_matches(env_name: str, pattern: str) -> bool:
+    """Whether a method's ``env_presets`` glob applies to ``--env env_name``.
+
+    ``FAMILY:GLOB`` (``atari:*``) matches that family's tasks; a glob without a family
+    (``*``, ``cartpole-*``) matches tasks of the default family (dm_control) only, so a
+    method's DMC settings never leak into another family's envs."""
+    (family, task), (p_family, p_task) = _family_and_task(env_name), _family_and_task(pattern)
+    return fnmatch.fnmatchcase(family, p_family) and fnmatch.fnmatchcase(task, p_task)
 
 
 def compose(
@@ -252,7 +266,7 @@ def compose(
         if path.exists():
             layers.append((_load_yaml(path, "env preset"), str(path)))
     for pattern, layer in getattr(method_cls, "env_presets", {}).items():
-        if fnmatch.fnmatchcase(env_name, pattern):
+        if env_pattern_matches(env_name, pattern):
             layers.append((layer, f"{method_name} env preset {pattern!r}"))
     for preset in presets:
         found = False

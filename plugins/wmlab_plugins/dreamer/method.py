@@ -76,7 +76,8 @@ class Dreamer(Method):
             "batch_size": 4, "sequence_length": 10, "horizon": 3, "prefill": 100, "train_ratio": 0.5,
         }},
     }
-    # the paper: 64x64 pixels and action repeat 2 on every DMC task
+    # the paper: 64x64 pixels and action repeat 2 on every DMC task (other families keep
+    # their own presets, e.g. configs/envs/atari.yaml)
     env_presets = {"*": {"env": {"obs": "pixels", "action_repeat": 2}}}
     observations = ("state", "pixels")
 

@@ -54,7 +54,8 @@ class DreamerV2(Dreamer):
                        "free_nats": 0.0, "actor_grad": "reinforce", "continue_head": True,
                        "continue_scale": 5.0, "clip_rewards": "tanh", "train_ratio": 1 / 16,
                        "prefill": 200_000},
-            # 27000 policy steps x action repeat 4; the authors' grayscale has no wmlab setting
+            # 27000 policy steps x action repeat 4 (as configs/envs/atari.yaml, which also sets
+            # 64x64 grayscale, sticky actions and the rest of the authors' preprocessing)
             "env": {"obs": "pixels", "action_repeat": 4, "episode_steps": 108_000},
         },
     }
