@@ -31,7 +31,21 @@ from wmlab.errors import EnvError
 #: family used when ``--env`` carries no ``family:`` prefix
 DEFAULT_FAMILY = "dmc"
 
-__all__ = ["DEFAULT_FAMILY", "EnvFamily", "split_family"]
+__all__ = ["DEFAULT_FAMILY", "EnvFamily", "base_env", "split_family"]
+
+
+def base_env(env, cls: type, family: str):
+    """The ``cls`` env under ``env`` and any torchrl ``TransformedEnv`` layers around it
+    (families use it to reach their own env from what :meth:`EnvFamily.make` returned);
+    ``TypeError`` naming ``family`` if there is none."""
+    from torchrl.envs import TransformedEnv
+
+    seen = env
+    while isinstance(seen, TransformedEnv):
+        seen = seen.base_env
+    if not isinstance(seen, cls):
+        raise TypeError(f"not an env built by the {family} family: {type(env).__name__}")
+    return seen
 
 
 def split_family(env_arg: str) -> tuple[str, str]:

@@ -80,7 +80,7 @@ from torchrl.data import Bounded, Categorical, Composite, OneHot, Unbounded
 from torchrl.envs import EnvBase, InitTracker, TransformedEnv
 
 from wmlab.api import EnvSpecs
-from wmlab.envs import EnvFamily
+from wmlab.envs import EnvFamily, base_env
 from wmlab.errors import EnvError
 
 __all__ = ["Atari"]
@@ -222,12 +222,7 @@ class _TorchAtari(EnvBase):
 
 def _atari_of(env) -> _TorchAtari:
     """The :class:`_TorchAtari` under a (possibly transformed) env built by :class:`Atari`."""
-    seen = env
-    while isinstance(seen, TransformedEnv):
-        seen = seen.base_env
-    if not isinstance(seen, _TorchAtari):
-        raise TypeError(f"not an env built by wmlab.envs.atari.Atari: {type(env).__name__}")
-    return seen
+    return base_env(env, _TorchAtari, "atari")
 
 
 # --------------------------------------------------------------------------------------

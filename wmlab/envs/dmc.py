@@ -87,7 +87,7 @@ from dm_env import specs as dm_specs  # noqa: E402
 from torchrl.envs import DMControlWrapper, InitTracker, TransformedEnv  # noqa: E402
 
 from wmlab.api import EnvSpecs  # noqa: E402
-from wmlab.envs import EnvFamily, unknown_name_message  # noqa: E402
+from wmlab.envs import EnvFamily, base_env, unknown_name_message  # noqa: E402
 from wmlab.errors import EnvError  # noqa: E402
 
 __all__ = ["DMControl", "FrameRenderer"]
@@ -345,13 +345,7 @@ class _TorchDMC(DMControlWrapper):
 
 def _dm_env_of(env) -> _RepeatedDMC:
     """The :class:`_RepeatedDMC` under a (possibly transformed) env built by DMControl."""
-    seen = env
-    while isinstance(seen, TransformedEnv):
-        seen = seen.base_env
-    inner = getattr(seen, "_env", None)
-    if not isinstance(inner, _RepeatedDMC):
-        raise TypeError(f"not an env built by wmlab.envs.dmc.DMControl: {type(env).__name__}")
-    return inner
+    return base_env(env, _TorchDMC, "dmc")._env
 
 
 # --------------------------------------------------------------------------------------
