@@ -19,11 +19,14 @@ Usage (defaults: tdmpc on cheetah-run from states, 3000 env steps after prefill)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import pathlib
 import resource
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -84,21 +87,76 @@ def peak_memory() -> str:
     return out
 
 
-def timed_fit(run) -> tuple[float, int, int]:
-    """Run the real loop; returns (seconds, env steps, updates) counted from the first update."""
+class Window(NamedTuple):
+    """What happened between two env steps of the real loop."""
+
+    seconds: float
+    env_steps: int
+    updates: int
+    collect_seconds: float
+    """Of ``seconds``, the time spent inside the collector (policy and env step)."""
+
+
+def timed_fit(run, warmup: int = 1, updates: int | None = None) -> Window:
+    """Run the real loop (single-stage methods); the window opens at the first env step
+    after ``warmup`` updates and closes at the first env step after ``warmup + updates``
+    updates (``None``: when the loop returns, final checkpoint included)."""
     from wmlab import loop
 
     marks = {}
 
+    def now():
+        p = run.progress
+        return (time.perf_counter(), p.env_steps, p.updates, run.stream.collect_seconds)
+
     def mark(td) -> None:
         p = run.progress
-        if "start" not in marks and p.updates > 0:
-            marks["start"] = (time.perf_counter(), p.env_steps, p.updates)
+        if "start" not in marks and p.updates >= warmup:
+            marks["start"] = now()
+        if "end" not in marks and updates is not None and p.updates >= warmup + updates:
+            marks["end"] = now()
 
     run.step_listeners.append(mark)
     loop.train(run)
-    t0, s0, u0 = marks["start"]
-    return time.perf_counter() - t0, run.progress.env_steps - s0, run.progress.updates - u0
+    if "end" not in marks:
+        if updates is not None:
+            raise RuntimeError(f"the run ended after {run.progress.updates} updates, "
+                               f"before {warmup} + {updates}: raise run.steps")
+        marks["end"] = now()
+    (t0, s0, u0, c0), (t1, s1, u1, c1) = marks["start"], marks["end"]
+    return Window(t1 - t0, s1 - s0, u1 - u0, c1 - c0)
+
+
+def prefill_overrides(method_cfg, prefill: int, repeat: int) -> list[str]:
+    """``method.<field>=...`` putting ``prefill`` env steps of random actions into the
+    config field the method uses (if any): ``prefill``/``prefill_steps`` count env steps,
+    ``seed_steps`` policy steps."""
+    out = []
+    for field in ("seed_steps", "prefill_steps", "prefill"):
+        if field in method_cfg:
+            value = prefill // repeat if field == "seed_steps" else prefill
+            out.append(f"method.{field}={value}")
+    return out
+
+
+def bench_overrides(total_steps: int) -> list[str]:
+    """A run of ``total_steps`` env steps with no evaluation, no periodic checkpoint and a
+    throwaway MLflow store."""
+    return [f"run.steps={total_steps}", "eval.every=0", "eval.final=false", "checkpoint.every=0",
+            "checkpoint.replay=false", f"tracking.uri=sqlite:///{tempfile.mkdtemp()}/bench.db"]
+
+
+@contextlib.contextmanager
+def tracked(run, plugin):
+    """The run with a tracker and a throwaway checkpoint folder, as ``wmlab fit`` has them."""
+    from wmlab.tracking import Tracker
+
+    cfg = run.cfg
+    with Tracker.start(cfg, method=run.method_name, env=run.env_name, seed=cfg.run.seed,
+                       plugin_dist=plugin.dist, plugin_version=plugin.version) as tracker:
+        run.tracker = tracker
+        run.ckpt_dir = pathlib.Path(tempfile.mkdtemp())
+        yield run
 
 
 def update_only_speed(run, updates: int) -> float:
@@ -124,31 +182,21 @@ def main() -> int:
     import torch
 
     from wmlab import loop
-    from wmlab.tracking import Tracker
 
     args = parse()
     loop.quiet_libraries()
     probe_cls, _, probe = compose_cfg(args, [])
     repeat = probe.env.action_repeat
     total = args.prefill + args.steps
-    extra = [f"run.steps={total}", "eval.every=0", "eval.final=false", "checkpoint.every=0",
-             "checkpoint.replay=false", f"tracking.uri=sqlite:///{tempfile.mkdtemp()}/bench.db"]
-    # prefill is the method's; express it through the config field the method uses, if any
-    for field in ("seed_steps", "prefill_steps"):
-        if field in probe.method:
-            value = args.prefill // repeat if field == "seed_steps" else args.prefill
-            extra.append(f"method.{field}={value}")
+    extra = bench_overrides(total) + prefill_overrides(probe.method, args.prefill, repeat)
     cls, plugin, cfg = compose_cfg(args, extra)
     run = loop.build(cfg, args.method, method_cls=cls, plugin=plugin)
     print(f"wmlab fit throughput: {args.method} on {args.env} ({cfg.env.obs}), "
           f"device {run.cfg.run.accelerator}, torch threads {torch.get_num_threads()}, "
           f"{total} env steps ({args.prefill} prefill)")
     raw = raw_env_speed(run)
-    with Tracker.start(cfg, method=args.method, env=args.env, seed=cfg.run.seed,
-                       plugin_dist=plugin.dist, plugin_version=plugin.version) as tracker:
-        run.tracker = tracker
-        run.ckpt_dir = __import__("pathlib").Path(tempfile.mkdtemp())
-        seconds, steps, updates = timed_fit(run)
+    with tracked(run, plugin):
+        seconds, steps, updates, _ = timed_fit(run)
         run.method.to(loop.replay_device(cfg, loop.make_trainer(cfg, [], False)))
         latency = planning_latency(run)
         ceiling = update_only_speed(run, max(20, min(200, updates)))
