@@ -1,0 +1,415 @@
+"""Throughput of wmlab's Dreamer and DreamerV2 beside sheeprl's, on the same machine in one run.
+
+For each method (wmlab ``dreamer`` against sheeprl ``dreamer_v1``, ``dreamerv2`` against
+``dreamer_v2``) both libraries train on the same dm_control task, one after the other, each
+in its own process, with the same torch threads (``OMP_NUM_THREADS`` exported and wmlab's
+``run.threads``), observations, action repeat, batch shape, network sizes, random prefill
+and replay ratio. The sizes, batch shape and replay ratio are those of the wmlab plugin's
+defaults (the papers'); sheeprl gets them as hydra overrides (printed with ``-v``). Printed:
+
+  * **updates/s**: gradient updates per second of training time, in steady state: the first
+    ``--warmup`` updates after the prefill are left out and the next ``--updates`` are timed.
+    Training time is the loop's wall time minus the time spent acting (policy and env step),
+    each library measured by its own timers: wmlab's ``ReplayStream.collect_seconds``,
+    sheeprl's ``Time/env_interaction_time`` (as ``Time/sps_env_interaction``). It covers
+    sampling the batch, the update and the loop's bookkeeping. sheeprl's own
+    ``Time/sps_train`` (sampling and update only) is printed beside it.
+  * **env steps/s** of the whole training loop (acting, storing, training, logging) at the
+    replay ratio, over the same window: env steps (frames: policy steps x action repeat)
+    divided by wall time.
+  * **peak memory**: maximum resident set size of each process (``wait4``), and on a GPU
+    peak allocated memory.
+
+How the window is found. wmlab: the script builds the run through wmlab's API
+(``benchmarks/fit_throughput.py``), and a step listener marks the time, env steps, updates
+and collect time at the first env step after ``warmup`` updates and after ``warmup +
+updates``. sheeprl: ``sheeprl.cli.run`` runs in a process of sheeprl's own environment
+(the one of ``--sheeprl-python``), unchanged but for a wrapper around ``build_agent`` that
+counts parameters; it logs to TensorBoard every ``1 / ratio`` policy steps (one update per
+log), and the window runs from the first log with ``warmup`` updates done
+(``Params/replay_ratio`` x policy steps) to the first with ``warmup + updates``, timed by the
+logs' wall clock. sheeprl's pretraining burst is off (``algo.per_rank_pretrain_steps=0``;
+wmlab has none); both fill the replay with ``--prefill`` env steps of random actions first.
+
+Differences that remain (read the numbers with them in mind):
+  * sheeprl renders pixels with dm_control's default settings (shadows, 4x multisampling)
+    at every simulator frame; wmlab renders once per policy step with shadows,
+    reflections and multisampling off. This is in "env steps/s", not in "updates/s".
+  * The parameter counts, printed for both, are equal: sheeprl's MLP encoder for state
+    vectors has ``mlp_layers`` linear layers, wmlab's ``state_layers`` hidden layers plus an
+    output layer, so sheeprl's encoder gets ``state_layers + 1``. sheeprl's DreamerV2 adds a
+    weight decay of 1e-6 that wmlab's does not (no measurable cost).
+  * DreamerV2's batch is its paper's, 16 x 50 (``--batch 50`` gives 50 x 50 to both).
+  * sheeprl stores its replay in memory-mapped files, wmlab in a torchrl
+    ``LazyTensorStorage`` in memory; both capacities are the run's length.
+
+Usage (defaults: both methods, walker-walk, pixels, 20 timed updates after 3, as many
+threads as cores; on a machine shared with other jobs pass ``--threads 1``):
+    python benchmarks/rssm_vs_sheeprl.py --sheeprl-python /work/sheeprl-venv/bin/python
+    python benchmarks/rssm_vs_sheeprl.py --sheeprl-python ... --obs state --updates 30
+    python benchmarks/rssm_vs_sheeprl.py --methods dreamer --env cheetah-run --device cuda
+Without ``--sheeprl-python`` (or with one that cannot import sheeprl) only wmlab runs. The
+``--device cuda`` path (``run.accelerator=gpu``, ``fabric.accelerator=cuda``) has not been run.
+sheeprl is installed in a virtual environment of its own, e.g.
+    python3 -m venv /work/sheeprl-venv && /work/sheeprl-venv/bin/pip install torch==2.13.0 &&
+    /work/sheeprl-venv/bin/pip install "sheeprl[dmc,mlflow]==0.8.4" "mujoco<4" \\
+        dm_control==1.0.50 torch==2.13.0
+
+Results (November 2026; 2 CPU cores shared with other jobs, load average 2-3 during the
+runs; torch 2.13.0+cpu, sheeprl 0.8.4; walker-walk, action repeat 2, ``--threads 1``,
+prefill 1000 env steps, 3 warm-up and 20 timed updates; equal parameter counts):
+    --obs state (about 11 minutes)
+    method     updates/s  sheeprl  ratio   env steps/s  sheeprl  ratio   peak RSS MiB  sheeprl
+    dreamer        0.141    0.159   0.89          1.40     1.59   0.88           2209     2367
+    dreamerv2      0.200    0.201   0.99          1.99     2.00   0.99           2231     2135
+    --obs pixels (about 35 minutes)
+    dreamer        0.044    0.043   1.02          0.44     0.42   1.03           3573     3647
+    dreamerv2      0.056    0.059   0.96          0.56     0.58   0.98           2861     2803
+Acting alone (policy and env step, env steps/s): state wmlab 540 / 399, sheeprl 834 / 597;
+pixels wmlab 216 / 142, sheeprl 32 / 29 (its default rendering). With 2 threads per process
+on the same loaded machine the figures were dominated by the scheduler, not the libraries
+(one thread of an op descheduled stalls the other): a wmlab dreamer update from states took
+20.6 s against 7.1 s with 1 thread; use ``--threads 1`` on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: wmlab method -> sheeprl algorithm
+SHEEPRL_ALGO = {"dreamer": "dreamer_v1", "dreamerv2": "dreamer_v2"}
+#: sheeprl's TensorBoard tags the script reads
+TAGS = ("Params/replay_ratio", "Time/sps_train", "Time/sps_env_interaction")
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sheeprl-python", default=None,
+                    help="python of a virtual environment with sheeprl installed (absent: wmlab only)")
+    ap.add_argument("--methods", nargs="+", default=["dreamer", "dreamerv2"], choices=sorted(SHEEPRL_ALGO))
+    ap.add_argument("--env", default="walker-walk", help="dm_control domain-task")
+    ap.add_argument("--obs", default="pixels", choices=["pixels", "state"])
+    ap.add_argument("--updates", type=int, default=20, help="steady-state updates timed")
+    ap.add_argument("--warmup", type=int, default=3, help="updates after the prefill left out of the timing")
+    ap.add_argument("--prefill", type=int, default=1000, help="env steps of random actions before training")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="sequences per batch for both (default: the method's, the paper's)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of each process")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("-v", "--verbose", action="store_true", help="print the sheeprl command lines")
+    ap.add_argument("--worker", choices=["wmlab", "sheeprl"], help=argparse.SUPPRESS)
+    ap.add_argument("--job", help=argparse.SUPPRESS)
+    return ap.parse_args()
+
+
+# --- shared arithmetic ------------------------------------------------------------------------
+
+
+def run_length(prefill: int, repeat: int, ratio: float, warmup: int, updates: int) -> tuple[int, int]:
+    """(prefill policy steps, total policy steps) of a run that does more than ``warmup +
+    updates`` updates, with env steps after the last timed one."""
+    prefill_policy = math.ceil(prefill / repeat)
+    return prefill_policy, prefill_policy + math.ceil((warmup + updates + 1) / ratio) + 2
+
+
+# --- wmlab ------------------------------------------------------------------------------------
+
+
+def wmlab_namespace(job: dict) -> argparse.Namespace:
+    overrides = [f"env.obs={job['obs']}", f"run.threads={job['threads']}", f"run.seed={job['seed']}",
+                 f"run.accelerator={'gpu' if job['device'] == 'cuda' else 'cpu'}"]
+    if job.get("batch"):
+        overrides.append(f"method.batch_size={job['batch']}")
+    return argparse.Namespace(method=job["method"], env=job["env"], preset=[], overrides=overrides)
+
+
+def wmlab_method_config(job: dict) -> dict:
+    """The method's resolved config and the env's action repeat (as the worker will see them)."""
+    from fit_throughput import compose_cfg
+    from omegaconf import OmegaConf
+
+    _, _, cfg = compose_cfg(wmlab_namespace(job), [])
+    return {"method": OmegaConf.to_container(cfg.method, resolve=True),
+            "action_repeat": cfg.env.action_repeat}
+
+
+def wmlab_worker(job: dict) -> dict:
+    import torch
+    from fit_throughput import bench_overrides, compose_cfg, prefill_overrides, timed_fit, tracked
+
+    from wmlab import loop
+
+    loop.quiet_libraries()
+    ns = wmlab_namespace(job)
+    _, _, probe = compose_cfg(ns, [])
+    repeat, ratio = probe.env.action_repeat, probe.method.train_ratio
+    _, total_policy = run_length(job["prefill"], repeat, ratio, job["warmup"], job["updates"])
+    extra = (bench_overrides(total_policy * repeat) + prefill_overrides(probe.method, job["prefill"], repeat)
+             + [f"replay.capacity={total_policy + 10}"])
+    cls, plugin, cfg = compose_cfg(ns, extra)
+    run = loop.build(cfg, job["method"], method_cls=cls, plugin=plugin)
+    m = run.method
+    params = {name: sum(p.numel() for p in part.parameters())
+              for name, part in (("world_model", m.world_model), ("actor", m.actor), ("critic", m.value))}
+    with tracked(run, plugin):
+        w = timed_fit(run, warmup=job["warmup"], updates=job["updates"])
+    out = {"seconds": w.seconds, "env_steps": w.env_steps, "updates": w.updates,
+           "acting_seconds": w.collect_seconds, "params": params, "threads": torch.get_num_threads(),
+           "batch": [run.data_spec.batch_size, run.data_spec.sequence_length], "ratio": ratio,
+           "repeat": repeat}
+    if torch.cuda.is_available():
+        out["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+# --- sheeprl ----------------------------------------------------------------------------------
+
+
+def sheeprl_overrides(job: dict, m: dict, repeat: int) -> list[str]:
+    """Hydra overrides that give sheeprl the wmlab method's task, sizes and schedule."""
+    algo = SHEEPRL_ALGO[job["method"]]
+    domain, task = job["env"].split(":")[-1].split("-", 1)
+    prefill_policy, total_policy = run_length(job["prefill"], repeat, m["train_ratio"], job["warmup"],
+                                              job["updates"])
+    wm = "algo.world_model"
+    o = [f"exp={algo}", "env=dmc", f"env.wrapper.domain_name={domain}", f"env.wrapper.task_name={task}",
+         f"env.action_repeat={repeat}", "env.num_envs=1", "env.sync_env=True", "env.capture_video=False",
+         f"seed={job['seed']}", f"num_threads={job['threads']}", f"fabric.accelerator={job['device']}",
+         "float32_matmul_precision=highest",  # wmlab trains in plain float32 (no TF32) too
+         # schedule: random prefill, then a steady ratio with no pretraining burst
+         f"algo.total_steps={total_policy}", f"algo.learning_starts={prefill_policy}",
+         "algo.per_rank_pretrain_steps=0", f"algo.replay_ratio={m['train_ratio']}",
+         f"algo.per_rank_batch_size={m['batch_size']}",
+         f"algo.per_rank_sequence_length={m['sequence_length']}",
+         f"algo.horizon={m['horizon']}",
+         # sizes
+         f"algo.dense_units={m['units']}", f"{wm}.recurrent_model.recurrent_state_size={m['deter']}",
+         f"{wm}.transition_model.hidden_size={m['hidden']}",
+         f"{wm}.representation_model.hidden_size={m['hidden']}",
+         f"{wm}.stochastic_size={m['stoch']}", f"{wm}.encoder.cnn_channels_multiplier={m['cnn_depth']}",
+         f"{wm}.encoder.mlp_layers={m['state_layers'] + 1}",  # no output layer in sheeprl's encoder
+         f"{wm}.observation_model.mlp_layers={m['state_layers']}",
+         f"{wm}.reward_model.mlp_layers={m['reward_layers']}", f"{wm}.use_continues={m['continue_head']}",
+         f"{wm}.discount_model.mlp_layers={m['continue_layers']}",
+         f"algo.actor.mlp_layers={m['actor_layers']}", f"algo.critic.mlp_layers={m['value_layers']}",
+         # one log (and one update) every 1 / ratio policy steps; nothing else written
+         f"metric.log_every={max(1, round(1 / m['train_ratio']))}", "algo.run_test=False",
+         "checkpoint.save_last=False", "checkpoint.every=0", "buffer.checkpoint=False",
+         f"buffer.size={total_policy + 10}"]
+    if algo == "dreamer_v2":
+        o += [f"{wm}.discrete_size={m['discrete']}",
+              f"algo.critic.per_rank_target_network_update_freq={m['slow_target_update']}"]
+    if job["obs"] == "state":
+        o += ["env.wrapper.from_pixels=False", "env.wrapper.from_vectors=True", "algo.cnn_keys.encoder=[]",
+              "algo.cnn_keys.decoder=[]", "algo.mlp_keys.encoder=[state]", "algo.mlp_keys.decoder=[state]"]
+    else:
+        o += ["env.wrapper.from_pixels=True", "env.wrapper.from_vectors=False", "algo.cnn_keys.encoder=[rgb]",
+              "algo.cnn_keys.decoder=[rgb]", "algo.mlp_keys.encoder=[]", "algo.mlp_keys.decoder=[]"]
+    return o
+
+
+def sheeprl_worker(job: dict) -> dict:
+    """Runs in sheeprl's environment: sheeprl's CLI in this process, then its TensorBoard logs."""
+    import glob
+    import importlib
+
+    import torch
+
+    os.chdir(job["dir"])
+    import sheeprl.cli
+
+    algo = SHEEPRL_ALGO[job["method"]]
+    module = importlib.import_module(f"sheeprl.algos.{algo}.{algo}")
+    params: dict[str, int] = {}
+    build_agent = module.build_agent
+
+    def counting_build_agent(*args, **kwargs):
+        built = build_agent(*args, **kwargs)
+        for name, part in zip(("world_model", "actor", "critic"), built[:3]):
+            params[name] = sum(p.numel() for p in part.parameters())
+        return built
+
+    module.build_agent = counting_build_agent
+    sys.argv = ["sheeprl", *job["overrides"]]
+    try:
+        sheeprl.cli.run()
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = {os.path.dirname(f) for f in glob.glob("**/events.out.tfevents.*", recursive=True)}
+    acc = EventAccumulator(events, size_guidance={"scalars": 0})
+    acc.Reload()
+    out = {"series": {tag: [(e.step, e.wall_time, e.value) for e in acc.Scalars(tag)] for tag in TAGS},
+           "params": params, "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        out["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def sheeprl_window(res: dict, repeat: int, warmup: int, updates: int) -> dict:
+    """The steady-state window of a sheeprl run from its logged series."""
+    rr = {s: (t, v) for s, t, v in res["series"]["Params/replay_ratio"]}
+    train = {s: v for s, _, v in res["series"]["Time/sps_train"]}
+    acting = {s: v for s, _, v in res["series"]["Time/sps_env_interaction"]}
+    steps = sorted(rr)
+    done = {s: round(rr[s][1] * s) for s in steps}  # cumulative updates (one env, one process)
+    start = next(s for s in steps if done[s] >= warmup)
+    end = next((s for s in steps if done[s] >= done[start] + updates), None)
+    if end is None:
+        raise RuntimeError(f"sheeprl logged {done[steps[-1]]} updates, fewer than {warmup} + {updates}")
+    inside = [s for s in steps if start < s <= end]
+    prev = dict(zip(inside, [start, *inside[:-1]]))
+    acting_s = sum((s - prev[s]) * repeat / acting[s] for s in inside)
+    train_s = sum((done[s] - done[prev[s]]) / train[s] for s in inside if s in train)
+    return {"seconds": rr[end][0] - rr[start][0], "env_steps": (end - start) * repeat,
+            "updates": done[end] - done[start], "acting_seconds": acting_s, "sps_train_seconds": train_s}
+
+
+# --- orchestration ----------------------------------------------------------------------------
+
+
+def launch(python: str, job: dict, log_path: str, threads: int) -> tuple[dict | None, float]:
+    """Run a worker; returns (its result or None, its peak RSS in MiB)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join([HERE, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    with open(log_path, "w") as log:
+        cmd = [python, os.path.abspath(__file__), "--worker", job["worker"], "--job", f.name]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    rss = usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        with open(log_path) as log:
+            tail = log.read()[-3000:]
+        print(f"  {job['worker']} {job['method']} failed (exit {proc.returncode}); "
+              f"end of {log_path}:\n{tail}", flush=True)
+        return None, rss
+    with open(job["out"]) as f:
+        return json.load(f), rss
+
+
+def sheeprl_usable(python: str | None) -> str | None:
+    """None if sheeprl can run, else why not."""
+    if not python:
+        return "no --sheeprl-python given"
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        return f"{python} is not an executable"
+    probe = subprocess.run([python, "-c", "import sheeprl, tensorboard; print(sheeprl.__version__)"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"{python} cannot import sheeprl and tensorboard: {probe.stderr.strip().splitlines()[-1:]}"
+    return None
+
+
+def rates(w: dict) -> dict:
+    train_s = w["seconds"] - w["acting_seconds"]
+    return {"ups": w["updates"] / train_s, "sps": w["env_steps"] / w["seconds"],
+            "s_per_update": train_s / w["updates"], "acting_sps": w["env_steps"] / w["acting_seconds"]}
+
+
+def fmt_ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "-"
+
+
+def fmt(x: float | None, spec: str) -> str:
+    """``format(x, spec)``, or a dash as wide (``spec`` like ``9.3f``)."""
+    return format(x, spec) if x is not None else "-".rjust(int(spec.split(".")[0] or 0))
+
+
+def main() -> int:
+    args = parse()
+    if args.worker:
+        with open(args.job) as f:
+            job = json.load(f)
+        result = (wmlab_worker if args.worker == "wmlab" else sheeprl_worker)(job)
+        with open(job["out"], "w") as f:
+            json.dump(result, f)
+        return 0
+
+    skip = sheeprl_usable(args.sheeprl_python)
+    if skip:
+        print(f"sheeprl skipped: {skip}", flush=True)
+    work = tempfile.mkdtemp(prefix="rssm_vs_sheeprl-")
+    base = {"env": args.env, "obs": args.obs, "updates": args.updates, "warmup": args.warmup,
+            "prefill": args.prefill, "batch": args.batch, "threads": args.threads, "device": args.device,
+            "seed": args.seed}
+    print(f"{args.env} from {args.obs}, {args.threads} torch threads per process, device {args.device}, "
+          f"{args.prefill} env steps of prefill, {args.warmup} warm-up updates, {args.updates} timed; "
+          f"logs in {work}", flush=True)
+    rows = []
+    for method in args.methods:
+        info = wmlab_method_config({**base, "method": method})
+        m, repeat = info["method"], info["action_repeat"]
+        print(f"\n{method}: batch {m['batch_size']}x{m['sequence_length']}, train ratio {m['train_ratio']} "
+              f"updates per policy step, action repeat {repeat}", flush=True)
+        row = {"method": method}
+        for side in ("wmlab", "sheeprl"):
+            if side == "sheeprl" and skip:
+                continue
+            job = {**base, "method": method, "worker": side,
+                   "out": os.path.join(work, f"{method}-{side}.json")}
+            python = sys.executable
+            if side == "sheeprl":
+                job["dir"] = os.path.join(work, f"{method}-sheeprl")
+                os.makedirs(job["dir"])
+                job["overrides"] = sheeprl_overrides(job, m, repeat)
+                python = args.sheeprl_python
+                if args.verbose:
+                    print("  sheeprl " + " ".join(job["overrides"]), flush=True)
+            load0, t0 = os.getloadavg()[0], time.monotonic()
+            res, rss = launch(python, job, os.path.join(work, f"{method}-{side}.log"), args.threads)
+            load1 = os.getloadavg()[0]
+            if res is None:
+                continue
+            window = res if side == "wmlab" else sheeprl_window(res, repeat, args.warmup, args.updates)
+            r = rates(window) | {"rss": rss, "gpu": res.get("gpu_peak_mib"), "params": res["params"]}
+            if side == "sheeprl":
+                r["own_ups"] = window["updates"] / window["sps_train_seconds"]
+            row[side] = r
+            p = res["params"]
+            print(f"  {side:8s} {r['ups']:.3f} updates/s ({r['s_per_update']:.2f} s per update"
+                  + (f"; its Time/sps_train {r['own_ups']:.3f}" if side == "sheeprl" else "")
+                  + f"), {r['sps']:.2f} env steps/s (acting alone {r['acting_sps']:.0f}/s), "
+                  f"{window['updates']} updates over {window['env_steps']} env steps, "
+                  f"peak RSS {rss:.0f} MiB, torch threads {res['threads']}, params wm/actor/critic "
+                  + "/".join(f"{p.get(k, 0) / 1e6:.2f}M" for k in ("world_model", "actor", "critic"))
+                  + f"; {time.monotonic() - t0:.0f} s, load {load0:.1f} -> {load1:.1f}", flush=True)
+        rows.append(row)
+
+    print(f"\n{args.env} from {args.obs}, {args.threads} threads, {args.device} "
+          f"(ratios wmlab / sheeprl; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    head = (f"{'method':10s} {'updates/s':>9s} {'sheeprl':>8s} {'ratio':>6s}   {'env steps/s':>11s} "
+            f"{'sheeprl':>8s} {'ratio':>6s}   {'peak RSS MiB':>12s} {'sheeprl':>8s}")
+    print(head)
+    for row in rows:
+        w, s = row.get("wmlab", {}), row.get("sheeprl", {})
+        print(f"{row['method']:10s} {fmt(w.get('ups'), '9.3f')} {fmt(s.get('ups'), '8.3f')} "
+              f"{fmt_ratio(w.get('ups'), s.get('ups')):>6s}   {fmt(w.get('sps'), '11.2f')} "
+              f"{fmt(s.get('sps'), '8.2f')} {fmt_ratio(w.get('sps'), s.get('sps')):>6s}   "
+              f"{fmt(w.get('rss'), '12.0f')} {fmt(s.get('rss'), '8.0f')}")
+        if w.get("gpu") or s.get("gpu"):
+            print(f"{'':10s} peak GPU allocated MiB: wmlab {fmt(w.get('gpu'), '.0f')}, "
+                  f"sheeprl {fmt(s.get('gpu'), '.0f')}")
+    if all("wmlab" in r and ("sheeprl" in r or skip) for r in rows):
+        shutil.rmtree(work, ignore_errors=True)  # keep the logs of a failed run
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
