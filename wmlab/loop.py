@@ -70,6 +70,7 @@ class Run:
     last_return: float | None = None
     last_eval: float | None = None
     last_eval_step: int | None = None
+    last_eval_updates: int | None = None
     step_listeners: list = field(default_factory=list)
     """Extra ``fn(td)`` called on every collected policy step (benchmarks, tools)."""
 
@@ -273,6 +274,7 @@ def evaluate_now(run: Run) -> float:
         for name, frames in extra.items():
             run.tracker.log_video(frames, name=name, step=step)
     run.last_eval, run.last_eval_step = result.mean, step
+    run.last_eval_updates = run.progress.updates
     return result.mean
 
 
@@ -418,7 +420,10 @@ def train(run: Run, resume: tuple[Path, dict] | None = None) -> dict[str, Any]:
     if process_rank() > 0:  # rank 0 evaluates, checkpoints and logs the model
         return summary
     if cfg.eval.final:
-        fresh = run.last_eval_step == run.progress.env_steps  # a periodic eval just ran
+        # a periodic eval just ran, and no update since (a stage that only trains, such as
+        # Plan2Explore's adapt, changes the policy without any env step)
+        fresh = (run.last_eval_step == run.progress.env_steps
+                 and run.last_eval_updates == run.progress.updates)
         summary["eval_return"] = run.last_eval if fresh else evaluate_now(run)
     final = save_checkpoint(run, run.last_trainer)
     run.tracker.log_artifact(final / checkpoint.STATE, "model")
