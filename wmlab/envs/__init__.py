@@ -31,7 +31,24 @@ from wmlab.errors import EnvError
 #: family used when ``--env`` carries no ``family:`` prefix
 DEFAULT_FAMILY = "dmc"
 
-__all__ = ["DEFAULT_FAMILY", "EnvFamily", "base_env", "split_family"]
+__all__ = ["DEFAULT_FAMILY", "EnvFamily", "base_env", "check_frames", "split_family"]
+
+
+def check_frames(cfg: Any, task: str) -> tuple[int, int, int]:
+    """``env.action_repeat``, ``env.episode_steps`` and ``env.image_size`` of ``cfg``,
+    checked the same way for every family (``task`` names the env in the message):
+    ``(repeat, episode_steps, image_size)``; :class:`EnvError` names a bad value."""
+    repeat = int(cfg.action_repeat)
+    if repeat < 1:
+        raise EnvError(f"env.action_repeat must be >= 1, got {repeat}")
+    episode_steps = int(cfg.episode_steps)
+    if episode_steps < repeat:
+        raise EnvError(f"env.episode_steps ({episode_steps} frames) must be at least "
+                       f"env.action_repeat ({repeat}) for {task}")
+    image_size = int(cfg.image_size)
+    if image_size < 1:
+        raise EnvError(f"env.image_size must be >= 1, got {image_size}")
+    return repeat, episode_steps, image_size
 
 
 def base_env(env, cls: type, family: str):

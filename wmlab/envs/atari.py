@@ -80,7 +80,7 @@ from torchrl.data import Bounded, Categorical, Composite, OneHot, Unbounded
 from torchrl.envs import EnvBase, InitTracker, TransformedEnv
 
 from wmlab.api import EnvSpecs
-from wmlab.envs import EnvFamily, base_env
+from wmlab.envs import EnvFamily, base_env, check_frames
 from wmlab.errors import EnvError
 
 __all__ = ["Atari"]
@@ -322,16 +322,7 @@ def _check_cfg(name: str, cfg: Any) -> dict[str, Any]:
         raise EnvError(f"env.obs={cfg.obs!r} is not supported by Atari games: they are "
                        f"pixels only; pass env.obs=pixels (configs/envs/atari.yaml sets it, "
                        f"so a preset or an override changed it)")
-    repeat = int(cfg.action_repeat)
-    if repeat < 1:
-        raise EnvError(f"env.action_repeat must be >= 1, got {repeat}")
-    episode_steps = int(cfg.episode_steps)
-    if episode_steps < repeat:
-        raise EnvError(f"env.episode_steps ({episode_steps} frames) must be at least "
-                       f"env.action_repeat ({repeat}) for atari:{name}")
-    image_size = int(cfg.image_size)
-    if image_size < 1:
-        raise EnvError(f"env.image_size must be >= 1, got {image_size}")
+    repeat, episode_steps, image_size = check_frames(cfg, f"atari:{name}")
     sticky = float(cfg.sticky_actions)
     if not 0.0 <= sticky <= 1.0:
         raise EnvError(f"env.sticky_actions is a probability in [0, 1], got {sticky}")

@@ -87,7 +87,7 @@ from dm_env import specs as dm_specs  # noqa: E402
 from torchrl.envs import DMControlWrapper, InitTracker, TransformedEnv  # noqa: E402
 
 from wmlab.api import EnvSpecs  # noqa: E402
-from wmlab.envs import EnvFamily, base_env, unknown_name_message  # noqa: E402
+from wmlab.envs import EnvFamily, base_env, check_frames, unknown_name_message  # noqa: E402
 from wmlab.errors import EnvError  # noqa: E402
 
 __all__ = ["DMControl", "FrameRenderer"]
@@ -440,16 +440,7 @@ def _check_cfg(name: str, cfg: Any) -> tuple[str, int, int, int, int]:
     if getattr(cfg, "grayscale", False):
         raise EnvError("env.grayscale=true is not supported by dm_control tasks (RGB pixels "
                        "only); it is an Atari setting")
-    repeat = int(cfg.action_repeat)
-    if repeat < 1:
-        raise EnvError(f"env.action_repeat must be >= 1, got {repeat}")
-    episode_steps = int(cfg.episode_steps)
-    if episode_steps < repeat:
-        raise EnvError(f"env.episode_steps ({episode_steps} frames) must be at least "
-                       f"env.action_repeat ({repeat}) for {name}")
-    image_size = int(cfg.image_size)
-    if image_size < 1:
-        raise EnvError(f"env.image_size must be >= 1, got {image_size}")
+    repeat, episode_steps, image_size = check_frames(cfg, name)
     return obs_kind, repeat, episode_steps // repeat, image_size, int(cfg.camera)
 
 
