@@ -13,11 +13,8 @@ env steps:
 It takes about 5 minutes on 2 CPU cores (one thread; 3,750 updates at ~12 updates/s).
 """
 
-import mlflow
 import pytest
-
-from wmlab.cli import main
-from wmlab.tracking import tracking_uri
+from learning_helpers import eval_curve, fit_cartpole
 
 THRESHOLD = 200.0
 RANDOM_POLICY = 128.0
@@ -26,13 +23,8 @@ STEPS = 32_000
 
 @pytest.mark.slow
 def test_dreamer_learns_cartpole_swingup():
-    argv = ["fit", "--method", "dreamer", "--env", "cartpole-swingup",
-            "--preset", "dreamer-cartpole-swingup-small", f"run.steps={STEPS}", "eval.every=8000",
-            "eval.episodes=5", "eval.video=false", "checkpoint.replay=false"]
-    assert main(argv) == 0
-    client = mlflow.MlflowClient(tracking_uri(None))
-    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
-    curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval/episode_return")]
-    print("learning curve (env steps, eval return):", curve)
+    client, run = fit_cartpole("dreamer", "dreamer-cartpole-swingup-small",
+                               f"run.steps={STEPS}", "eval.every=8000")
+    curve = eval_curve(client, run)
     assert curve[-1][0] == STEPS
     assert curve[-1][1] > THRESHOLD > 1.5 * RANDOM_POLICY, curve

@@ -18,11 +18,8 @@ recovers, hence the full 32k budget. This test itself (seed 1, evaluating every 
 thread; 3,750 updates at ~8.7 updates/s, about 1.4x the cost of a dreamer update).
 """
 
-import mlflow
 import pytest
-
-from wmlab.cli import main
-from wmlab.tracking import tracking_uri
+from learning_helpers import eval_curve, fit_cartpole
 
 THRESHOLD = 200.0
 RANDOM_POLICY = 123.0
@@ -31,13 +28,8 @@ STEPS = 32_000
 
 @pytest.mark.slow
 def test_dreamerv2_learns_cartpole_swingup():
-    argv = ["fit", "--method", "dreamerv2", "--env", "cartpole-swingup",
-            "--preset", "dreamerv2-cartpole-swingup-small", f"run.steps={STEPS}", "eval.every=8000",
-            "eval.episodes=5", "eval.video=false", "checkpoint.replay=false"]
-    assert main(argv) == 0
-    client = mlflow.MlflowClient(tracking_uri(None))
-    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
-    curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval/episode_return")]
-    print("learning curve (env steps, eval return):", curve)
+    client, run = fit_cartpole("dreamerv2", "dreamerv2-cartpole-swingup-small",
+                               f"run.steps={STEPS}", "eval.every=8000")
+    curve = eval_curve(client, run)
     assert curve[-1][0] == STEPS
     assert curve[-1][1] > THRESHOLD > 1.5 * RANDOM_POLICY, curve

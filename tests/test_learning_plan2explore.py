@@ -26,17 +26,12 @@ adapting, in 6.1 minutes of wall time on 2 CPU cores (one thread; 1,250 explorat
 each training the model, the ensemble and both actor-critics, then 2,000 adapt updates).
 
 The stage switch is read from the metric ``progress/stage`` and the zero-shot return is the
-evaluation logged after it: the core's final evaluation is skipped when a periodic one ran at
-the same env step, even if an adapt stage trained after it, so ``eval.every`` must not divide
-the exploration budget.
+evaluation logged after it (the core evaluates again after a stage that only trains).
 """
 
-import mlflow
 import numpy as np
 import pytest
-
-from wmlab.cli import main
-from wmlab.tracking import tracking_uri
+from learning_helpers import fit_cartpole
 
 THRESHOLD = 170.0
 RANDOM_POLICY = 123.0
@@ -45,12 +40,8 @@ STEPS = 24_000
 
 @pytest.mark.slow
 def test_plan2explore_adapts_zero_shot_on_cartpole_swingup():
-    argv = ["fit", "--method", "plan2explore", "--env", "cartpole-swingup",
-            "--preset", "plan2explore-cartpole-swingup-small", f"run.steps={STEPS}", "eval.every=10000",
-            "eval.episodes=5", "eval.video=false", "checkpoint.replay=false"]
-    assert main(argv) == 0
-    client = mlflow.MlflowClient(tracking_uri(None))
-    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
+    client, run = fit_cartpole("plan2explore", "plan2explore-cartpole-swingup-small",
+                               f"run.steps={STEPS}", "eval.every=10000")
 
     def history(name):
         metrics = client.get_metric_history(run.info.run_id, name)

@@ -10,11 +10,8 @@ three runs on 2 shared CPU cores reached 392, 404 and 402 at 20k env steps (seed
 minutes of wall time while other jobs shared the 2 cores).
 """
 
-import mlflow
 import pytest
-
-from wmlab.cli import main
-from wmlab.tracking import tracking_uri
+from learning_helpers import eval_curve, fit_cartpole
 
 THRESHOLD = 300.0
 RANDOM_POLICY = 116.0
@@ -22,13 +19,8 @@ RANDOM_POLICY = 116.0
 
 @pytest.mark.slow
 def test_planet_learns_cartpole_swingup_from_states():
-    argv = ["fit", "--method", "planet", "--env", "cartpole-swingup",
-            "--preset", "planet-cartpole-swingup-small", "run.steps=20000", "eval.every=20000",
-            "eval.episodes=5", "eval.video=false", "checkpoint.every=0", "checkpoint.replay=false"]
-    assert main(argv) == 0
-    client = mlflow.MlflowClient(tracking_uri(None))
-    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
-    curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval/episode_return")]
-    print("learning curve (env steps, eval return):", curve)
+    client, run = fit_cartpole("planet", "planet-cartpole-swingup-small",
+                               "run.steps=20000", "eval.every=20000", "checkpoint.every=0")
+    curve = eval_curve(client, run)
     assert curve[-1][0] == 20000
     assert curve[-1][1] > THRESHOLD > 2.5 * RANDOM_POLICY, curve

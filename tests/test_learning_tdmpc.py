@@ -8,11 +8,8 @@ on 2 CPU cores passed 371 at 8k and 601 at 12k env steps (seed 1), so 14k leaves
 margin for seed-to-seed variation. It takes about 3 minutes on 2 CPU cores.
 """
 
-import mlflow
 import pytest
-
-from wmlab.cli import main
-from wmlab.tracking import tracking_uri
+from learning_helpers import eval_curve, fit_cartpole
 
 THRESHOLD = 400.0
 RANDOM_POLICY = 123.0
@@ -20,14 +17,9 @@ RANDOM_POLICY = 123.0
 
 @pytest.mark.slow
 def test_tdmpc_learns_cartpole_swingup():
-    argv = ["fit", "--method", "tdmpc", "--env", "cartpole-swingup",
-            "--preset", "tdmpc-cartpole-swingup-small", "run.steps=14000", "eval.every=7000",
-            "eval.episodes=5", "eval.video=false", "checkpoint.replay=false"]
-    assert main(argv) == 0
-    client = mlflow.MlflowClient(tracking_uri(None))
-    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
-    curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval/episode_return")]
-    print("learning curve (env steps, eval return):", curve)
+    client, run = fit_cartpole("tdmpc", "tdmpc-cartpole-swingup-small",
+                               "run.steps=14000", "eval.every=7000")
+    curve = eval_curve(client, run)
     final = curve[-1][1]
     assert curve[-1][0] == 14000
     assert final > THRESHOLD > 3 * RANDOM_POLICY, curve
