@@ -147,9 +147,9 @@ class OneHotActor(nn.Module):
     def sample(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A one-hot action ``[..., n]`` (straight-through) and its log-probability ``[...]``."""
         logp = self(feat)
-        index = torch.multinomial(logp.exp().reshape(-1, logp.shape[-1]), 1).reshape(logp.shape[:-1])
-        onehot = F.one_hot(index, logp.shape[-1]).to(logp.dtype)
         probs = logp.exp()
+        index = torch.multinomial(probs.detach().reshape(-1, probs.shape[-1]), 1).reshape(probs.shape[:-1])
+        onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
         return onehot + (probs - probs.detach()), (onehot * logp).sum(-1)
 
     def mode(self, feat: torch.Tensor) -> torch.Tensor:
