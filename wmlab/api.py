@@ -30,6 +30,14 @@ API_VERSION = "1.0"
 
 
 @dataclass(frozen=True)
+class ObsSpec:
+    """Shape and dtype of one observation entry (see :attr:`EnvSpecs.extra_obs`)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+
+
+@dataclass(frozen=True)
 class EnvSpecs:
     """What a method may know about its env (never written back into the config)."""
 
@@ -54,6 +62,12 @@ class EnvSpecs:
     """Whether actions are one-hot encoded choices rather than continuous vectors. If true,
     an action is a ``float32`` one-hot vector of ``action_dim`` choices (``action_shape``
     is ``(n,)``, bounds 0 and 1; Atari: ``n`` = 18), and an env acts on its largest entry."""
+    extra_obs: Mapping[str, ObsSpec] = field(default_factory=dict)
+    """Observation entries besides ``observation`` (API 1.1): a composite observation such
+    as ``achieved_goal`` and ``desired_goal`` of a goal-conditioned task, or a ``state``
+    vector beside pixels. Every reset and step TensorDict carries them at its root (and under
+    ``"next"``), the replay stores them in every row, and a policy may read them
+    (:meth:`Policy.act_td`). Empty for a plain observation."""
 
     @property
     def action_dim(self) -> int:
