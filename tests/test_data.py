@@ -8,7 +8,7 @@ from torchrl.envs import EnvBase, InitTracker, TransformedEnv
 
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Progress, Stage
-from wmlab.data import EPISODE, RandomPolicy, ReplayStream, make_replay
+from wmlab.data import EPISODE, Collection, RandomPolicy, make_replay, stored_keys
 
 
 class CountingEnv(EnvBase):
@@ -44,16 +44,6 @@ class CountingEnv(EnvBase):
         return seed
 
 
-class RandomMethod:
-    """What the stream needs of a method: specs and a policy (never used: all prefill)."""
-
-    def __init__(self, specs):
-        self.specs = specs
-
-    def make_policy(self, explore):
-        return RandomPolicy(self.specs)
-
-
 def specs_for(env, discrete=False) -> EnvSpecs:
     n = 3 if discrete else 2
     return EnvSpecs(name="count", obs_kind="state", obs_shape=(1,), action_shape=(n,),
@@ -63,14 +53,13 @@ def specs_for(env, discrete=False) -> EnvSpecs:
 
 def collect(env, policy_steps: int, discrete=False):
     spec = DataSpec(batch_size=1, sequence_length=2, train_ratio=1.0, prefill_steps=10**9)
-    replay, progress = make_replay(spec, 1000, "cpu"), Progress()
-    stream = ReplayStream(env=TransformedEnv(env, InitTracker()), method=RandomMethod(specs_for(env, discrete)),
-                          spec=spec, replay=replay, progress=progress, stage=Stage(), stage_env_steps=10**9,
-                          action_repeat=1)
+    replay, progress, specs = make_replay(spec, 1000, "cpu"), Progress(), specs_for(env, discrete)
+    collection = Collection(env=TransformedEnv(env, InitTracker()), policy=RandomPolicy(specs),
+                            progress=progress, action_repeat=1, replay=replay, row_keys=stored_keys(specs))
     episodes = []
-    stream.on_episode.append(lambda ret, length: episodes.append((ret, length)))
+    collection.on_episode.append(lambda ret, length: episodes.append((ret, length)))
     for _ in range(policy_steps):
-        stream.collect_one()
+        collection.step()
     return replay[:len(replay)], progress, episodes
 
 
@@ -88,11 +77,16 @@ def test_terminated_episodes_get_a_terminal_row():
     assert torch.all(rows[keys.ACTION][3] == 0) and torch.all(rows[keys.ACTION][2] != 0)
 
 
-def test_truncated_episodes_get_none():
+def test_truncated_episodes_keep_their_final_observation():
+    """An episode cut by the time limit also gets a final row (o_T), not terminated, so the
+    last transition can be bootstrapped from it."""
     rows, progress, _ = collect(CountingEnv(terminate_after=100, truncate_after=3), 6)
-    assert len(rows) == 6 == progress.policy_steps and progress.episodes == 2
-    assert rows[keys.OBSERVATION].squeeze(-1).tolist() == [0, 1, 2, 0, 1, 2]
-    assert not rows[keys.TERMINATED].any() and rows.get(keys.TRUNCATED).squeeze(-1).tolist() == [False, False, True] * 2
+    assert progress.policy_steps == 6 and progress.episodes == 2 and len(rows) == 8
+    assert rows[keys.OBSERVATION].squeeze(-1).tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert not rows[keys.TERMINATED].any()
+    assert rows.get(keys.TRUNCATED).squeeze(-1).tolist() == [False, False, True, True] * 2
+    assert rows[EPISODE].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert rows[keys.REWARD].squeeze(-1).tolist() == [1, 1, 1, 0] * 2
 
 
 def test_sequences_from_terminated_episodes_reach_the_final_observation():

@@ -8,7 +8,16 @@ the loop, evaluation, checkpoints and tracking).
 
 Counting: a *policy step* is one decision of the policy; it spans
 ``EnvSpecs.action_repeat`` simulator frames. wmlab reports *env steps* as frames
-(policy steps x action repeat), the unit papers use for dm_control.
+(policy steps x action repeat), the unit papers use for dm_control. With ``run.envs = N``
+envs stepping together, one collection step is N policy steps.
+
+A run is a list of :class:`Stage` s (one by default). A stage collects (the method's
+policy, uniformly random actions, or nothing), trains (on replay samples drawn as a
+:class:`DataSpec` says, on fresh on-policy rollouts, or not at all) or searches (the
+method proposes candidate policies with :meth:`Method.ask` and is told their returns with
+:meth:`Method.tell`). API 1.1 added stage data, on-policy rollouts, search stages,
+samplers (:mod:`wmlab.samplers`), composite observations and :meth:`Policy.act_td`;
+plugins written for 1.0 work unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from wmlab import keys
 
 #: Major.minor version of this contract. A plugin declares the version it was built
 #: for in ``Method.api_version``; the registry refuses another major version.
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 
 
 @dataclass(frozen=True)
@@ -80,27 +89,61 @@ class EnvSpecs:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """How a method wants to be fed."""
+    """How a method wants to be fed (units: *policy steps* unless a field says frames)."""
 
     batch_size: int
-    """Sequences (or transitions) per update."""
+    """Replay: samples per update (sequences, transitions or what ``sampler`` draws).
+    On-policy: unused (a rollout holds ``run.envs`` rows)."""
     sequence_length: int = 1
-    """Consecutive policy steps per sampled sequence; 1 samples single rows."""
+    """Replay: consecutive policy steps per sampled window (1: single rows, batch ``[B]``;
+    else ``[B, L]``). On-policy: policy steps per env per rollout, ``T`` of ``[N, T]``."""
     train_ratio: float = 1.0
-    """Updates per policy step once prefill is over (TD-MPC: 1, Dreamer: 0.2 ...).
-    The core keeps ``updates = train_ratio * (policy steps - prefill)`` at all times,
-    also after a resume, so updates never come in bursts."""
+    """Replay: updates per policy step (counted over all envs) once prefill is over (TD-MPC:
+    1, Dreamer: 0.2 ...). The core keeps ``stage updates = train_ratio * (stage policy steps
+    - prefill)`` at all times, also after a resume, so updates never come in bursts.
+    On-policy: unused (one update per rollout)."""
     prefill_steps: int = 5000
-    """Env steps (frames) of uniformly random actions before the first update."""
+    """Env steps (frames) of uniformly random actions before the first update, counted from
+    the start of the run. Must be 0 for on-policy data."""
     capacity: int | None = None
-    """Replay capacity in policy steps; ``None`` takes ``replay.capacity`` from the config."""
+    """Replay capacity in policy steps (rows); ``None`` takes ``replay.capacity``."""
     on_policy: bool = False
-    """If true, batches are the latest collected rollouts instead of replay samples."""
+    """If true, each update trains on a fresh rollout ``[N, T]`` (``N = run.envs``, ``T =
+    sequence_length``) collected with the current parameters right before it, holding
+    ``("next", "observation")`` of every step (the bootstrap observation of the last one);
+    episodes go on across rollouts. Nothing is stored in the replay."""
+    sampler: Any = None
+    """Replay: a :class:`wmlab.samplers.Sampler` that draws batches from the stored episodes
+    (goal relabelling, ordered pairs, windows of finished episodes); ``None`` draws windows
+    of ``sequence_length`` rows uniformly over every window inside one episode."""
+
+
+@dataclass(frozen=True)
+class Search:
+    """A gradient-free stage: generations of ask (candidates) -> rollouts -> tell (returns)."""
+
+    generations: int
+    """Generations to run (each: :meth:`Method.ask`, scoring, :meth:`Method.tell`)."""
+    episodes: int = 1
+    """Episodes per candidate in the real env; its fitness is their mean return."""
+    in_env: bool = True
+    """True: the core scores every candidate by its returns in the real env (``run.envs``
+    episodes at a time), counting their env steps. False: the method scores candidates
+    itself (:meth:`Method.score`, e.g. in its learned model); no env step is taken."""
+
+
+#: how a stage collects
+COLLECT = ("policy", "random", "none")
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One phase of training. Most methods have one; World Models and Plan2Explore several."""
+    """One phase of training. Most methods have one; World Models and Plan2Explore several.
+
+    The kind follows from the fields: a *search* stage (``search`` set); a *gradient* stage
+    that collects as it trains (``env_steps`` > 0, at the data's train ratio, or one update
+    per rollout for on-policy data); an *offline* stage (``env_steps=0``: ``updates`` updates
+    on what earlier stages stored); a *collect-only* stage (``train=False``)."""
 
     name: str = "train"
     env_steps: int | None = None
@@ -109,6 +152,30 @@ class Stage:
     """For stages that collect nothing (``env_steps=0``): how many updates to run."""
     explore: bool = True
     """Whether collection uses the exploring policy (``make_policy(explore=True)``)."""
+    collect: str | None = None
+    """``policy`` (the method's, after the prefill), ``random`` (uniform actions), ``none``;
+    ``None``: ``none`` if ``env_steps == 0`` else ``policy``. (API 1.1)"""
+    train: bool = True
+    """False: a collect-only stage (no update), e.g. World Models' random rollouts. (API 1.1)"""
+    data: DataSpec | None = None
+    """What this stage trains on; ``None`` takes :meth:`Method.data_spec`. (API 1.1)"""
+    search: Search | None = None
+    """Makes this a search stage (see :class:`Search`). (API 1.1)"""
+
+    @property
+    def collects(self) -> str:
+        if self.collect is not None:
+            return self.collect
+        return "none" if self.env_steps == 0 else "policy"
+
+    @property
+    def kind(self) -> str:
+        """``search``, ``collect`` (collect-only), ``offline`` or ``train``."""
+        if self.search is not None:
+            return "search"
+        if not self.train:
+            return "collect"
+        return "offline" if self.collects == "none" else "train"
 
 
 @dataclass
@@ -125,6 +192,9 @@ class Progress:
     stage_index: int = 0
     stage_env_steps: int = 0
     stage_updates: int = 0
+    generations: int = 0
+    """Search generations finished (all search stages)."""
+    stage_generations: int = 0
 
     def state_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -151,21 +221,35 @@ class Policy(TensorDictModuleBase):
     def __init__(self, device: torch.device | str = "cpu"):
         super().__init__()
         self.device = torch.device(device)
+        #: observation entries handed to :meth:`act_td` (the core sets it from
+        #: ``EnvSpecs.extra_obs``; a policy may narrow it)
+        self.obs_keys: tuple[str, ...] = (keys.OBSERVATION,)
 
     def act(self, obs: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
         """``obs`` ``[B, *obs_shape]``, ``is_init`` ``[B]`` bool -> action ``[B, *action_shape]``."""
         raise NotImplementedError
 
+    def act_td(self, obs: TensorDictBase, is_init: torch.Tensor) -> torch.Tensor:
+        """The whole observation: ``obs`` a TensorDict ``[B]`` holding ``observation`` and the
+        env's extra entries (``EnvSpecs.extra_obs``), on the policy's device. Override it to
+        read a composite observation; by default it calls :meth:`act` on ``observation``.
+        (API 1.1)"""
+        return self.act(obs.get(keys.OBSERVATION), is_init)
+
     def forward(self, td: TensorDictBase) -> TensorDictBase:
-        obs = td.get(keys.OBSERVATION)
         batch = td.batch_size
-        obs = obs.reshape(-1, *obs.shape[len(batch):]).to(self.device)
-        is_init = td.get(keys.IS_INIT, None)
+        flat = td.reshape(-1) if len(batch) != 1 else td
+        names = [k for k in dict.fromkeys((keys.OBSERVATION, *self.obs_keys)) if k in flat.keys()]
+        obs = flat.select(*names).to(self.device)
+        n = obs.batch_size[0] if obs.batch_dims else 1
+        if not obs.batch_dims:
+            obs = obs.unsqueeze(0)
+        is_init = flat.get(keys.IS_INIT, None)
         if is_init is None:
-            is_init = torch.zeros(obs.shape[0], dtype=torch.bool)
-        is_init = is_init.reshape(obs.shape[0], -1)[:, 0].to(self.device)
+            is_init = torch.zeros(n, dtype=torch.bool)
+        is_init = is_init.reshape(n, -1)[:, 0].to(self.device)
         with torch.no_grad():
-            action = self.act(obs, is_init)
+            action = self.act_td(obs, is_init)
         td.set(keys.ACTION, action.reshape(*batch, *action.shape[1:]).to(td.device or "cpu"))
         return td
 
@@ -222,5 +306,24 @@ class Method(L.LightningModule):
         return {}
 
     def replay_transform(self):
-        """A callable applied to sampled batches (e.g. goal relabelling), or ``None``."""
+        """A callable ``batch -> batch`` the core applies to every replay batch before
+        :meth:`training_step` (e.g. a reward computed from relabelled goals), or ``None``.
+        Samplers (:attr:`DataSpec.sampler`) choose *which* rows to draw; this transforms
+        what was drawn."""
         return None
+
+    # --- search stages (API 1.1) ---------------------------------------------------------
+    def ask(self) -> list[Policy]:
+        """The candidate policies of this generation of a search stage."""
+        raise NotImplementedError(f"{type(self).__name__} has a search stage but no ask()")
+
+    def tell(self, fitness: torch.Tensor) -> Mapping[str, Any] | None:
+        """The fitness ``[K]`` (mean return, higher is better) of the candidates of the last
+        :meth:`ask`, in order; returns extra metrics to log (``search/<name>``), or None.
+        Search state (e.g. an evolution strategy) must survive checkpoints: keep it in
+        tensors of the module or in :meth:`on_save_checkpoint`/:meth:`on_load_checkpoint`."""
+        raise NotImplementedError(f"{type(self).__name__} has a search stage but no tell()")
+
+    def score(self, candidates: list[Policy]) -> torch.Tensor:
+        """Fitness ``[K]`` of candidates scored by the method itself (``Search.in_env=False``)."""
+        raise NotImplementedError(f"{type(self).__name__} scores no candidates itself (score())")

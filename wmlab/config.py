@@ -49,6 +49,11 @@ class RunConfig:
     """Lightning strategy, e.g. ddp (each rank collects with its own seed and buffer)."""
     threads: int = 0
     """torch intra-op threads; 0 uses every core of the machine."""
+    envs: int = 1
+    """Training envs stepping together (a torchrl SerialEnv when > 1), for every method:
+    replay methods store every env's steps (the train ratio counts policy steps over all
+    envs), on-policy methods get rollouts ``[envs, T]``, search stages run candidates'
+    episodes ``envs`` at a time. Env ``i`` is seeded ``run.seed + i``."""
 
 
 @dataclass
@@ -302,7 +307,7 @@ def _validate(cfg: DictConfig, method_cls) -> None:
     supported = getattr(method_cls, "observations", ("state",))
     if cfg.env.obs not in supported:
         raise ConfigError(f"this method learns from {', '.join(supported)}, not env.obs={cfg.env.obs}")
-    positive = ["run.steps", "env.action_repeat", "env.episode_steps", "env.image_size",
+    positive = ["run.steps", "run.envs", "env.action_repeat", "env.episode_steps", "env.image_size",
                 "replay.capacity", "eval.episodes"]
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:

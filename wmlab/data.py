@@ -1,12 +1,21 @@
-"""Collection and replay: the one place that builds collectors and replay buffers.
+"""Collection and the data streams Lightning trains on.
 
-A torchrl ``Collector`` steps the env with the method's policy (random actions during
-prefill) and every policy step is written once into a TensorDict replay buffer
-(``LazyTensorStorage`` on the training device; a ``SliceSampler`` over episodes for
-sequences). :class:`ReplayStream` is the iterable Lightning trains on: before handing
-out each batch it collects just enough env steps to keep
-``updates == train_ratio * (policy steps - prefill)``, so updates never come in bursts,
-also after a resume.
+The one place that builds collectors: :func:`make_collector` steps ``run.envs = N`` envs
+together (a torchrl ``SerialEnv`` when ``N > 1``) with a policy, one torchrl ``Collector``
+per stage. :class:`Collection` writes every policy step of every env once into the
+:class:`~wmlab.replay.Replay` (a final row holds the last observation of every finished
+episode), keeps the counters and reports returns.
+
+Two iterables feed ``Trainer.fit``:
+
+* :class:`ReplayStream` (replay data): before handing out each batch it collects just
+  enough env steps to keep ``stage updates == train_ratio * (stage policy steps -
+  prefill)``, so updates never come in bursts, also after a resume; a stage that collects
+  nothing hands out its ``updates`` batches.
+* :class:`RolloutStream` (on-policy data): hands out one placeholder per rollout, which
+  :meth:`RolloutStream.fill` replaces by a rollout ``[N, T]`` collected right before the
+  update that uses it (Lightning fetches one batch ahead; a rollout collected then would
+  come from the parameters before the previous update).
 """
 
 from __future__ import annotations
@@ -20,40 +29,40 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch.utils.data import IterableDataset
-from torchrl.data import LazyTensorStorage, RandomSampler, SliceSampler, TensorDictReplayBuffer
 
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Progress, Stage
+from wmlab.replay import EPISODE, Replay
+from wmlab.samplers import Windows
 
 with warnings.catch_warnings():  # importing collectors warns about renamed classes
     warnings.simplefilter("ignore", DeprecationWarning)
     from torchrl.collectors import Collector
 
-#: our own trajectory id (a global episode counter), unique across resumes, unlike the
-#: collector's, which restarts at 0 in every process
-EPISODE = "episode"
+__all__ = ["EPISODE", "Collection", "RandomPolicy", "ReplayStream", "RolloutStream", "SwitchPolicy",
+           "final_row", "make_collector", "make_replay", "sample", "stored_keys"]
 
 
-def make_replay(spec: DataSpec, capacity: int, device: torch.device | str) -> TensorDictReplayBuffer:
-    """A replay buffer that samples ``spec.batch_size`` sequences of ``spec.sequence_length``."""
-    length = spec.sequence_length
-    if length > 1:
-        sampler = SliceSampler(slice_len=length, traj_key=EPISODE, strict_length=True)
-    else:
-        sampler = RandomSampler()
-    return TensorDictReplayBuffer(
-        storage=LazyTensorStorage(capacity, device=torch.device(device)),
-        sampler=sampler,
-        batch_size=spec.batch_size * length,
-    )
+def make_replay(spec: DataSpec, capacity: int, device: torch.device | str, *, envs: int = 1) -> Replay:
+    """The replay of a run: ``capacity`` rows (policy steps) split over ``envs`` rings."""
+    return Replay(capacity, device, envs=envs)
 
 
-def sample(replay: TensorDictReplayBuffer, spec: DataSpec) -> TensorDictBase:
-    """A batch shaped ``[B, L]`` (``[B]`` for transitions)."""
-    td = replay.sample()
-    if spec.sequence_length > 1:
-        td = td.reshape(spec.batch_size, spec.sequence_length)
-    return td
+def default_sampler(spec: DataSpec):
+    return spec.sampler if spec.sampler is not None else Windows(spec.sequence_length)
+
+
+def sample(replay: Replay, spec: DataSpec, transform: Callable | None = None) -> TensorDictBase:
+    """A batch as ``spec`` asks (windows ``[B, L]``, ``[B]`` for single rows, or what its
+    sampler draws), passed through the method's replay transform if it has one."""
+    batch = default_sampler(spec).sample(replay, spec.batch_size)
+    return transform(batch) if transform is not None else batch
+
+
+def stored_keys(specs: EnvSpecs) -> tuple:
+    """Keys of a replay row: the observation entries, action, flags and reward."""
+    return (keys.OBSERVATION, *specs.extra_obs, keys.ACTION, keys.IS_INIT, keys.REWARD, keys.DONE,
+            keys.TERMINATED, keys.TRUNCATED)
 
 
 class RandomPolicy(TensorDictModuleBase):
@@ -95,118 +104,192 @@ class SwitchPolicy(TensorDictModuleBase):
         return self.random(td) if self.use_random() else self.policy(td)
 
 
-def make_collector(env, policy: TensorDictModuleBase) -> Collector:
-    """One env, one policy step per batch (the stream decides when to step)."""
-    return Collector(env, policy, frames_per_batch=1, total_frames=-1, trust_policy=True)
+def num_envs(env) -> int:
+    return int(env.batch_size.numel()) if len(env.batch_size) else 1
 
 
-def terminal_row(td: TensorDictBase, row: TensorDictBase) -> TensorDictBase:
-    """The row that stores the final observation of a terminated episode: the observation
-    after the last action, no action (zeros), no reward, ``done`` and ``terminated`` set, in
-    the same episode as ``row`` (the last policy step, whose ``terminated`` is set too)."""
-    terminal = row.clone()
-    terminal.set(keys.OBSERVATION, td.get((keys.NEXT, keys.OBSERVATION)))
-    terminal.set(keys.ACTION, torch.zeros_like(row.get(keys.ACTION)))
-    terminal.set(keys.IS_INIT, torch.zeros_like(row.get(keys.IS_INIT)))
-    terminal.set(keys.REWARD, torch.zeros_like(row.get(keys.REWARD)))
-    terminal.set(keys.DONE, torch.ones_like(row.get(keys.DONE)))
-    terminal.set(keys.TERMINATED, torch.ones_like(row.get(keys.TERMINATED)))
-    terminal.set(keys.TRUNCATED, torch.zeros_like(row.get(keys.TRUNCATED)))
-    return terminal
+def make_collector(env, policy: TensorDictModuleBase, *, steps: int = 1) -> Collector:
+    """``steps`` policy steps of every env per batch (the streams decide when to step)."""
+    return Collector(env, policy, frames_per_batch=steps * num_envs(env), total_frames=-1,
+                     trust_policy=True)
 
 
-class ReplayStream(IterableDataset):
-    """Yields training batches while stepping the env at the method's train ratio.
+def final_row(td: TensorDictBase, row: TensorDictBase) -> TensorDictBase:
+    """The row that stores the last observation of a finished episode (terminated or cut by
+    the time limit): the observation after the last action, zero action and reward, the
+    episode's ``done``/``terminated``/``truncated`` flags, in the same episode as ``row``."""
+    last = row.clone()
+    for key in row.keys():
+        if key in (keys.OBSERVATION,) or not isinstance(key, str) or key == EPISODE:
+            continue
+        nxt = td.get((keys.NEXT, key), None)
+        if nxt is not None and key not in (keys.ACTION, keys.IS_INIT):
+            last.set(key, nxt)  # extra observation entries of the final state
+    last.set(keys.OBSERVATION, td.get((keys.NEXT, keys.OBSERVATION)))
+    last.set(keys.ACTION, torch.zeros_like(row.get(keys.ACTION)))
+    last.set(keys.IS_INIT, torch.zeros_like(row.get(keys.IS_INIT)))
+    last.set(keys.REWARD, torch.zeros_like(row.get(keys.REWARD)))
+    return last
 
-    ``on_step(td)`` listeners see every collected policy step, ``on_episode(ret, length)``
-    every finished episode. The stream ends when the stage's env-step budget is spent
-    and no update is owed (or, for a stage that collects nothing, after its updates).
-    """
 
-    def __init__(self, *, env, method, spec: DataSpec, replay: TensorDictReplayBuffer,
-                 progress: Progress, stage: Stage, stage_env_steps: int, action_repeat: int):
-        super().__init__()
-        self.env, self.method, self.spec, self.replay = env, method, spec, replay
-        self.progress, self.stage = progress, stage
-        self.budget = stage_env_steps
+#: the name earlier versions used (terminated episodes only)
+terminal_row = final_row
+
+
+class Collection:
+    """Steps the envs with one policy through one collector, stores, counts and reports.
+
+    ``on_step(td)`` listeners see every collector batch (``[N, T]``), ``on_episode(ret,
+    length)`` every finished episode (length in policy steps)."""
+
+    def __init__(self, *, env, policy: TensorDictModuleBase, progress: Progress, action_repeat: int,
+                 replay: Replay | None = None, row_keys: tuple = (), steps: int = 1):
+        self.env, self.policy, self.progress = env, policy, progress
+        self.replay, self.row_keys, self.steps = replay, row_keys, steps
         self.repeat = action_repeat
-        self.prefill_policy_steps = math.ceil(spec.prefill_steps / action_repeat)
+        self.envs = num_envs(env)
         self.on_step: list[Callable[[TensorDictBase], None]] = []
         self.on_episode: list[Callable[[float, int], None]] = []
         self.at_episode_boundary = True
         self.collect_seconds = 0.0
-        self._collector = None
-        self._episode_return = 0.0
-        self._episode_length = 0
+        self._iter = None
+        self._returns = torch.zeros(self.envs)
+        self._lengths = torch.zeros(self.envs, dtype=torch.long)
 
-    # --- accounting -------------------------------------------------------------------
+    def step(self) -> TensorDictBase:
+        """One collector batch: ``steps`` policy steps of every env, ``[N, T]``."""
+        if self._iter is None:
+            self._iter = iter(make_collector(self.env, self.policy, steps=self.steps))
+        start = time.perf_counter()
+        td = next(self._iter)
+        self.collect_seconds += time.perf_counter() - start
+        if not len(self.env.batch_size):
+            td = td.unsqueeze(0)  # [T] -> [1, T]
+        td = td.reshape(self.envs, self.steps)
+        p = self.progress
+        for t in range(self.steps):
+            p.policy_steps += self.envs
+            p.env_steps += self.envs * self.repeat
+            p.stage_env_steps += self.envs * self.repeat
+            self._account(td[:, t])
+        for fn in self.on_step:
+            fn(td)
+        return td
+
+    def _account(self, td: TensorDictBase) -> None:
+        """Store one policy step of every env (``td [N]``) and report finished episodes."""
+        done = td.get(keys.DONE).reshape(self.envs, -1)[:, 0].cpu()
+        if self.replay is not None:
+            rows = td.select(*self.row_keys)
+            env = torch.arange(self.envs)
+            self.replay.write(rows, env)
+            if done.any():
+                self.replay.write(final_row(td[done], rows[done]), env[done])
+        self._returns += td.get(keys.REWARD).reshape(self.envs, -1).sum(-1).cpu()
+        self._lengths += 1
+        self.at_episode_boundary = bool(done.all())
+        for e in done.nonzero().flatten().tolist():
+            self.progress.episodes += 1
+            for fn in self.on_episode:
+                fn(float(self._returns[e]), int(self._lengths[e]))
+            self._returns[e], self._lengths[e] = 0.0, 0
+
+    def close(self) -> None:
+        self._iter = None
+
+
+class ReplayStream(IterableDataset):
+    """Replay batches at the data's train ratio (see the module docstring).
+
+    ``collection`` is ``None`` for a stage that collects nothing; then ``stage.updates``
+    batches are handed out."""
+
+    def __init__(self, *, collection: Collection | None, replay: Replay, spec: DataSpec,
+                 progress: Progress, stage: Stage, stage_env_steps: int, action_repeat: int,
+                 transform: Callable | None = None):
+        super().__init__()
+        self.collection, self.replay, self.spec = collection, replay, spec
+        self.progress, self.stage = progress, stage
+        self.budget = stage_env_steps
+        self.repeat = action_repeat
+        self.transform = transform
+        self.prefill_policy_steps = math.ceil(spec.prefill_steps / action_repeat)
+
+    @property
+    def at_episode_boundary(self) -> bool:
+        return self.collection is None or self.collection.at_episode_boundary
+
     def updates_allowed(self) -> int:
-        """Updates the ratio allows after the policy steps collected so far."""
-        learn_steps = self.progress.policy_steps - self.prefill_policy_steps
+        """Updates this stage's ratio allows after the policy steps collected so far."""
+        p = self.progress
+        stage_start = p.policy_steps - p.stage_env_steps // self.repeat
+        learn_steps = p.policy_steps - max(self.prefill_policy_steps, stage_start)
         return math.floor(self.spec.train_ratio * learn_steps) if learn_steps > 0 else 0
+
+    def budget_spent(self) -> bool:
+        return self.collection is not None and self.progress.stage_env_steps >= self.budget
+
+    @property
+    def collect_seconds(self) -> float:
+        return self.collection.collect_seconds if self.collection is not None else 0.0
+
+    def sample(self) -> TensorDictBase:
+        return sample(self.replay, self.spec, self.transform)
+
+    def __iter__(self) -> Iterator[TensorDictBase]:
+        p = self.progress
+        if self.collection is None:  # a stage that only trains on what was collected
+            for _ in range(p.stage_updates, self.stage.updates or 0):
+                yield self.sample()
+            return
+        # Lightning prefetches one batch, so this may run one ahead of stage_updates,
+        # which counts finished updates
+        handed = p.stage_updates
+        while True:
+            while self.updates_allowed() <= handed:
+                if self.progress.stage_env_steps >= self.budget:
+                    return
+                self.collection.step()
+            handed += 1
+            yield self.sample()
+
+    def close(self) -> None:
+        if self.collection is not None:
+            self.collection.close()
+
+
+class RolloutStream(IterableDataset):
+    """On-policy data: one placeholder per rollout left in the stage's budget, filled by
+    :meth:`fill` right before the update (see the module docstring)."""
+
+    def __init__(self, *, collection: Collection, progress: Progress, stage_env_steps: int,
+                 action_repeat: int):
+        super().__init__()
+        self.collection, self.progress = collection, progress
+        self.budget, self.repeat = stage_env_steps, action_repeat
+        self.rollout_frames = collection.envs * collection.steps * action_repeat
+
+    @property
+    def at_episode_boundary(self) -> bool:
+        return self.collection.at_episode_boundary
+
+    @property
+    def collect_seconds(self) -> float:
+        return self.collection.collect_seconds
 
     def budget_spent(self) -> bool:
         return self.progress.stage_env_steps >= self.budget
 
-    # --- collection -------------------------------------------------------------------
-    def _make_collector(self):
-        policy = self.method.make_policy(explore=self.stage.explore)
-        switch = SwitchPolicy(RandomPolicy(self.method.specs), policy,
-                              lambda: self.progress.policy_steps < self.prefill_policy_steps)
-        return make_collector(self.env, switch)
-
-    def collect_one(self) -> None:
-        if self._collector is None:
-            self._collector = iter(self._make_collector())
-        start = time.perf_counter()
-        td = next(self._collector)
-        self.collect_seconds += time.perf_counter() - start
-        self._store(td)
-
-    def _store(self, td: TensorDictBase) -> None:
-        # td: [1] rows from the collector; keep each frame once (no next observation) ...
-        row = TensorDict({k: td.get(k) for k in (keys.OBSERVATION, keys.ACTION, keys.IS_INIT,
-                                                 keys.REWARD, keys.DONE, keys.TERMINATED,
-                                                 keys.TRUNCATED)}, batch_size=td.batch_size)
-        row.set(EPISODE, torch.full(td.batch_size, self.progress.episodes, dtype=torch.int64))
-        self.replay.extend(row)
-        # ... except the last frame of an episode that ended by termination, which no later
-        # row holds: it gets a terminal row of its own (see wmlab.keys)
-        if bool(td.get(keys.TERMINATED).any()):
-            self.replay.extend(terminal_row(td, row))
-        p = self.progress
-        p.policy_steps += 1
-        p.env_steps += self.repeat
-        p.stage_env_steps += self.repeat
-        self._episode_return += float(td.get(keys.REWARD).sum())
-        self._episode_length += 1
-        done = bool(td.get(keys.DONE).any())
-        self.at_episode_boundary = done
-        for fn in self.on_step:
-            fn(td)
-        if done:
-            p.episodes += 1
-            for fn in self.on_episode:
-                fn(self._episode_return, self._episode_length)
-            self._episode_return, self._episode_length = 0.0, 0
-
-    # --- iteration --------------------------------------------------------------------
     def __iter__(self) -> Iterator[TensorDictBase]:
-        p = self.progress
-        if self.stage.env_steps == 0:  # a stage that only trains on what was collected
-            for _ in range(p.stage_updates, self.stage.updates or 0):
-                yield sample(self.replay, self.spec)
-            return
-        # batches handed out so far by collecting stages; Lightning prefetches one batch,
-        # so this may run one ahead of progress.updates, which counts finished updates
-        handed = p.updates - p.offline_updates
-        while True:
-            while self.updates_allowed() <= handed:
-                if self.budget_spent():
-                    return
-                self.collect_one()
-            handed += 1
-            yield sample(self.replay, self.spec)
+        left = self.budget - self.progress.stage_env_steps
+        for _ in range(max(0, math.ceil(left / self.rollout_frames))):
+            yield TensorDict({}, batch_size=[])
+
+    def fill(self, batch: TensorDictBase, device: torch.device) -> None:
+        """Collect a rollout ``[N, T]`` now and put it into the placeholder ``batch``."""
+        rollout = self.collection.step()
+        batch.batch_size = rollout.batch_size
+        batch.update(rollout.to(device))
 
     def close(self) -> None:
-        self._collector = None
+        self.collection.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import time
+
 import numpy as np
 import torch
 from torchrl.envs.utils import step_mdp
@@ -30,8 +32,10 @@ class EvalResult:
         return float(np.std(self.returns))
 
 
-def run_episode(env, policy, *, max_steps: int, render=None) -> tuple[float, int, list[np.ndarray]]:
-    """One episode with ``policy``; ``render(env)`` (if given) is called after every step."""
+def run_episode(env, policy, *, max_steps: int, render=None,
+                on_step=None) -> tuple[float, int, list[np.ndarray]]:
+    """One episode with ``policy``; ``render(env)`` (if given) is called after every step,
+    ``on_step()`` too."""
     frames = [render(env)] if render else []
     td = env.reset()
     total, steps = 0.0, 0
@@ -40,20 +44,29 @@ def run_episode(env, policy, *, max_steps: int, render=None) -> tuple[float, int
         total += float(td.get(keys.REWARD).sum())
         if render:
             frames.append(render(env))
+        if on_step is not None:
+            on_step()
         if bool(td.get(keys.DONE).any()):
             break
         td = step_mdp(td)
     return total, steps, frames
 
 
-def evaluate(env, policy, *, episodes: int, max_steps: int, seed: int, render=None) -> EvalResult:
+def evaluate(env, policy, *, episodes: int, max_steps: int, seed: int, render=None,
+             progress=None) -> EvalResult:
     """Mean return of ``episodes`` episodes; the env is reseeded so every evaluation of a
-    run sees the same initial states. ``render`` records the first episode."""
+    run sees the same initial states. ``render`` records the first episode.
+    ``progress(episode, steps, ret, seconds)`` is told of every policy step (``ret`` None)
+    and of every finished episode."""
     env.set_seed(seed + EVAL_SEED_OFFSET)
     returns, lengths, video = [], [], None
     for i in range(episodes):
+        start = time.perf_counter()
+        on_step = (lambda: progress(i, 0, None, 0.0)) if progress is not None else None  # noqa: B023
         ret, length, frames = run_episode(env, policy, max_steps=max_steps,
-                                          render=render if i == 0 else None)
+                                          render=render if i == 0 else None, on_step=on_step)
+        if progress is not None:
+            progress(i, length, ret, time.perf_counter() - start)
         returns.append(ret)
         lengths.append(length)
         if frames:

@@ -9,6 +9,7 @@ Nothing here knows any method by name.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -27,8 +28,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from wmlab import checkpoint, registry
-from wmlab.api import DataSpec, EnvSpecs, Method, Progress, Stage
-from wmlab.data import ReplayStream, make_replay
+from wmlab.api import COLLECT, DataSpec, EnvSpecs, Method, Progress, Stage
+from wmlab.data import (Collection, RandomPolicy, ReplayStream, RolloutStream, SwitchPolicy, make_replay,
+                        num_envs, sample, stored_keys)
 from wmlab.errors import CheckpointError, ConfigError
 from wmlab.evaluation import EVAL_SEED_OFFSET, evaluate, seeded
 
@@ -66,13 +68,19 @@ class Run:
     replay: Any = None
     ckpt_dir: Path | None = None
     tracker: Any = None
-    stream: ReplayStream | None = None
+    stream: Any = None
+    """The current stage's data (a ReplayStream, RolloutStream or collect-only stream)."""
+    clock: Any = None
+    trainer: Any = None
+    """The Trainer of the gradient stage running now, if any."""
+    optimizer_states: list = field(default_factory=list)
+    """Optimizer states carried from one gradient stage to the next (and through checkpoints)."""
     last_return: float | None = None
     last_eval: float | None = None
     last_eval_step: int | None = None
-    last_eval_updates: int | None = None
+    last_eval_updates: tuple | None = None
     step_listeners: list = field(default_factory=list)
-    """Extra ``fn(td)`` called on every collected policy step (benchmarks, tools)."""
+    """Extra ``fn(td)`` called on every collection step (``td [N, T]``; benchmarks, tools)."""
 
 
 def process_rank() -> int:
@@ -104,12 +112,51 @@ def build(cfg: DictConfig, method_name: str, *, method_cls=None, plugin=None) ->
         method_cls, plugin = registry.load_method(method_name)
     family_name, task = split_family(cfg.env.name)
     family, _ = registry.load_env_family(family_name)
-    env = family.make(task, cfg.env, seed=seed)
     eval_env = family.make(task, cfg.env, seed=cfg.run.seed + EVAL_SEED_OFFSET)
-    specs = family.specs(env, cfg.env)
+    specs = family.specs(eval_env, cfg.env)
     method = method_cls(cfg.method, specs)
+    check_stages(method, specs)
+    env = make_envs(family, task, cfg, seed)
     return Run(cfg=cfg, method_name=method_name, env_name=cfg.env.name, method=method, plugin=plugin,
                family=family, env=env, eval_env=eval_env, specs=specs, data_spec=method.data_spec())
+
+
+def make_envs(family, task: str, cfg: DictConfig, seed: int):
+    """The training envs: one env, or ``run.envs`` of them stepping together (torchrl
+    ``SerialEnv``; env ``i`` seeded ``seed + i``)."""
+    n = int(cfg.run.envs)
+    if n == 1:
+        return family.make(task, cfg.env, seed=seed)
+    from functools import partial
+
+    from torchrl.envs import SerialEnv
+
+    fns = [partial(family.make, task, cfg.env, seed=seed + i) for i in range(n)]
+    return SerialEnv(n, fns)
+
+
+def check_stages(method: Method, specs: EnvSpecs) -> None:
+    """Reject stage and data settings the loop cannot run, with one line each."""
+    provided = set(obs_keys(specs))
+    for stage in method.stages():
+        where = f"stage {stage.name!r} of {type(method).__name__}"
+        if stage.collects not in COLLECT:
+            raise ConfigError(f"{where}: collect={stage.collect!r}; valid: {', '.join(COLLECT)}")
+        if stage.search is not None and (stage.search.generations < 1 or stage.search.episodes < 1):
+            raise ConfigError(f"{where}: a search needs generations >= 1 and episodes >= 1")
+        spec = stage.data if stage.data is not None else method.data_spec()
+        if spec.on_policy and stage.kind == "train" and spec.prefill_steps > 0:
+            raise ConfigError(f"{where} asks for on-policy data with a prefill of {spec.prefill_steps} "
+                              f"env steps; on-policy rollouts come from the current policy: "
+                              f"set prefill_steps=0 (or add a stage with collect='random')")
+        if spec.on_policy and stage.kind == "offline":
+            raise ConfigError(f"{where} trains on on-policy data but collects nothing (env_steps=0)")
+        sampler = spec.sampler
+        missing = [k for k in getattr(sampler, "needs", ()) if k not in provided]
+        if missing:
+            raise ConfigError(f"{where}: its sampler {type(sampler).__name__} needs observation "
+                              f"entries {', '.join(missing)} that the env does not provide "
+                              f"(it provides: {', '.join(sorted(provided))})")
 
 
 def make_trainer(cfg: DictConfig, callbacks: list[Callback], logger) -> L.Trainer:
@@ -130,47 +177,103 @@ def replay_device(cfg: DictConfig, trainer: L.Trainer) -> torch.device:
     return trainer.strategy.root_device if cfg.replay.device == "auto" else torch.device(cfg.replay.device)
 
 
-# --- callbacks -----------------------------------------------------------------------------
+# --- the clock -------------------------------------------------------------------------------
 
 
-class Counters(Callback):
-    """Counts finished updates (Lightning's global_step counts optimizer steps instead)."""
+class Clock:
+    """One clock in env steps for every stage kind: evaluation every ``eval.every`` env steps,
+    checkpoints at the first episode end after every ``checkpoint.every`` (or, with several
+    envs that never end together, one episode length later), throughput every 10 s.
+    Gradient stages tick it after every update, collect-only stages after every collection
+    step, search stages after every generation."""
 
-    def __init__(self, run: Run, stage: Stage):
-        self.run, self.stage = run, stage
+    def __init__(self, run: Run, throughput_every: float = 10.0):
+        self.run = run
+        p = run.progress
+        self.next_eval = self._next(run.cfg.eval.every)
+        self.next_ckpt = self._next(run.cfg.checkpoint.every)
+        self.throughput_every = throughput_every
+        self._mark = (time.monotonic(), p.env_steps, p.updates)
+
+    def _next(self, every: int) -> int | None:
+        return (self.run.progress.env_steps // every + 1) * every if every > 0 else None
+
+    def tick(self, trainer: L.Trainer | None = None) -> None:
+        run, p = self.run, self.run.progress
+        if trainer is not None and not trainer.is_global_zero:
+            return
+        stream = run.stream
+        # at the end of a stage's budget the stage's (or the run's final) evaluation comes
+        # after its last updates: none here, so no env step gets two
+        spent = stream is not None and stream.budget_spent()
+        if self.next_eval is not None and p.env_steps >= self.next_eval and not spent:
+            if run.last_eval_step != p.env_steps:  # (a stage's end may have evaluated here)
+                evaluate_now(run)
+            self.next_eval = self._next(run.cfg.eval.every)
+        if self.next_ckpt is not None and p.env_steps >= self.next_ckpt:
+            overdue = p.env_steps >= self.next_ckpt + run.specs.episode_policy_steps * run.specs.action_repeat
+            if stream is None or stream.at_episode_boundary or overdue:
+                save_checkpoint(run, trainer)
+                self.next_ckpt = self._next(run.cfg.checkpoint.every)
+        now = time.monotonic()
+        t0, s0, u0 = self._mark
+        if now - t0 >= self.throughput_every:
+            dt = now - t0
+            run.tracker.log_metrics({"time/env_steps_per_s": (p.env_steps - s0) / dt,
+                                     "time/updates_per_s": (p.updates - u0) / dt}, step=p.env_steps)
+            self._mark = (now, p.env_steps, p.updates)
+
+
+class Ticks(Callback):
+    """Counts finished updates (Lightning's global_step counts optimizer steps instead) and
+    ticks the clock after each."""
+
+    def __init__(self, run: Run, stage: Stage, bar: "ProgressBar"):
+        self.run, self.stage, self.bar = run, stage, bar
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         p = self.run.progress
         p.updates += 1
         p.stage_updates += 1
-        if self.stage.env_steps == 0:
+        if self.stage.kind == "offline":
             p.offline_updates += 1
+        self.bar.refresh()
+        self.run.clock.tick(trainer)
 
 
-class ProgressBar(Callback):
-    """A tqdm bar over env steps: last episode return, last eval, updates, speed."""
+#: the name earlier versions used for the update counter
+Counters = Ticks
 
-    def __init__(self, run: Run, stage: Stage, budget: int):
+
+class FillRollout(Callback):
+    """Collects the rollout an on-policy update trains on, right before the update."""
+
+    def __init__(self, run: Run):
         self.run = run
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.run.stream.fill(batch, pl_module.device)
+
+
+class ProgressBar:
+    """A tqdm bar per stage: env steps (collecting stages), updates (offline stages) or
+    generations (search stages); last episode return, last eval, updates, speed."""
+
+    UNITS = {"train": "step", "collect": "step", "offline": "upd", "search": "gen"}
+
+    def __init__(self, run: Run, stage: Stage, total: int):
+        self.run, self.kind = run, stage.kind
         desc = f"{run.method_name} {run.env_name}" + (f" [{stage.name}]" if stage.name != "train" else "")
-        total = budget if stage.env_steps != 0 else (stage.updates or 0)
-        self.offline = stage.env_steps == 0
-        start = run.progress.stage_updates if self.offline else run.progress.stage_env_steps
         self.desc = desc
-        self.bar = tqdm(total=total, initial=start, desc=desc, unit="upd" if self.offline else "step",
+        self.bar = tqdm(total=total, initial=self._count(), desc=desc, unit=self.UNITS[self.kind],
                         dynamic_ncols=True, mininterval=1.0, disable=None)
         self._last_post = 0.0
 
-    def on_collect(self, td) -> None:
-        self.bar.update(self.run.specs.action_repeat)
-        self._postfix()
+    def _count(self) -> int:
+        p = self.run.progress
+        return {"offline": p.stage_updates, "search": p.stage_generations}.get(self.kind, p.stage_env_steps)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.offline:
-            self.bar.update(1)
-        self._postfix()
-
-    def _postfix(self):
+    def refresh(self, *_args) -> None:
         now = time.monotonic()
         if now - self._last_post < (1.0 if not self.bar.disable else 30.0):
             return
@@ -182,100 +285,86 @@ class ProgressBar(Callback):
         if self.run.last_eval is not None:
             post["eval"] = f"{self.run.last_eval:.1f}"
         if not self.bar.disable:
-            self.bar.set_postfix(post, refresh=False)
+            self.bar.n = self._count()
+            self.bar.set_postfix(post, refresh=True)
         else:  # not a terminal (a log file, CI): a plain line every 30 s instead of a bar
             fields = " ".join(f"{k}={v}" for k, v in post.items())
             print(f"{self.desc}: {p.env_steps} env steps {fields}", file=sys.stderr, flush=True)
 
     def close(self):
+        self.bar.n = self._count()
         self.bar.close()
-
-
-class Throughput(Callback):
-    """Logs time/env_steps_per_s and time/updates_per_s every ``every`` seconds."""
-
-    def __init__(self, run: Run, every: float = 10.0):
-        self.run, self.every = run, every
-        self._mark = None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        p, now = self.run.progress, time.monotonic()
-        if self._mark is None:
-            self._mark = (now, p.env_steps, p.updates)
-            return
-        t0, s0, u0 = self._mark
-        if now - t0 >= self.every:
-            dt = now - t0
-            self.run.tracker.log_metrics({"time/env_steps_per_s": (p.env_steps - s0) / dt,
-                                          "time/updates_per_s": (p.updates - u0) / dt}, step=p.env_steps)
-            self._mark = (now, p.env_steps, p.updates)
-
-
-class Evaluation(Callback):
-    """Every ``eval.every`` env steps: N deterministic episodes, mean return, one video."""
-
-    def __init__(self, run: Run):
-        self.run = run
-        every = run.cfg.eval.every
-        self.next_at = (run.progress.env_steps // every + 1) * every if every > 0 else None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if not trainer.is_global_zero:
-            return
-        if self.next_at is not None and self.run.progress.env_steps >= self.next_at:
-            evaluate_now(self.run)
-            every = self.run.cfg.eval.every
-            self.next_at = (self.run.progress.env_steps // every + 1) * every
-
-
-class Checkpointing(Callback):
-    """Every ``checkpoint.every`` env steps, at the next episode end (so a resumed run
-    starts a fresh episode and no env step is lost or repeated)."""
-
-    def __init__(self, run: Run):
-        self.run = run
-        every = run.cfg.checkpoint.every
-        self.next_at = (run.progress.env_steps // every + 1) * every if every > 0 else None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        run = self.run
-        if not trainer.is_global_zero:
-            return
-        if (self.next_at is not None and run.progress.env_steps >= self.next_at
-                and run.stream is not None and run.stream.at_episode_boundary):
-            save_checkpoint(run, trainer)
-            every = run.cfg.checkpoint.every
-            self.next_at = (run.progress.env_steps // every + 1) * every
 
 
 # --- evaluation and checkpoints ------------------------------------------------------------
 
 
+class EvalProgress:
+    """Progress of one evaluation: a bar over its policy steps on a terminal, a line per
+    episode (its return and time) elsewhere."""
+
+    def __init__(self, run: Run):
+        cfg = run.cfg
+        self.episodes, self.step = cfg.eval.episodes, run.progress.env_steps
+        self.bar = tqdm(total=self.episodes * run.specs.episode_policy_steps, leave=False,
+                        desc=f"eval at {self.step} env steps", unit="step", dynamic_ncols=True,
+                        mininterval=1.0, disable=None)
+
+    def __call__(self, episode: int, steps: int, ret: float | None, seconds: float) -> None:
+        if ret is None:  # a policy step of a running episode
+            self.bar.update(1)
+            return
+        if self.bar.disable:
+            print(f"eval at {self.step} env steps: episode {episode + 1}/{self.episodes} return "
+                  f"{ret:.1f} ({steps} steps, {seconds:.1f} s)", file=sys.stderr, flush=True)
+        else:
+            self.bar.set_postfix({"episode": f"{episode + 1}/{self.episodes}", "ret": f"{ret:.1f}"})
+
+    def close(self):
+        self.bar.close()
+
+
 def evaluate_now(run: Run) -> float:
     cfg = run.cfg
     policy = run.method.make_policy(explore=False)
+    policy.obs_keys = obs_keys(run.specs)
     render = None
     if cfg.eval.video:
         render = lambda env: run.family.render(env, cfg.env.image_size)  # noqa: E731
     max_steps = run.specs.episode_policy_steps
-    result = seeded(lambda: evaluate(run.eval_env, policy, episodes=cfg.eval.episodes,
-                                     max_steps=max_steps, seed=cfg.run.seed, render=render),
-                    cfg.run.seed + run.progress.env_steps)
+    progress = EvalProgress(run)
+    try:
+        result = seeded(lambda: evaluate(run.eval_env, policy, episodes=cfg.eval.episodes,
+                                         max_steps=max_steps, seed=cfg.run.seed, render=render,
+                                         progress=progress),
+                        cfg.run.seed + run.progress.env_steps)
+    finally:
+        progress.close()
     step = run.progress.env_steps
     run.tracker.log_metrics({"eval/episode_return": result.mean, "eval/episode_return_std": result.std},
                             step=step)
     if result.frames is not None:
         run.tracker.log_video(result.frames, name="eval", step=step)
-    if len(run.replay) > 0:
-        from wmlab.data import sample
-
-        with torch.no_grad():
-            extra = run.method.eval_videos(sample(run.replay, run.data_spec))
-        for name, frames in extra.items():
-            run.tracker.log_video(frames, name=name, step=step)
+    spec = run.data_spec
+    if len(run.replay) > 0 and not spec.on_policy:
+        try:
+            batch = sample(run.replay, spec)
+        except RuntimeError:  # no complete window stored yet
+            batch = None
+        if batch is not None:
+            with torch.no_grad():
+                extra = run.method.eval_videos(batch)
+            for name, frames in extra.items():
+                run.tracker.log_video(frames, name=name, step=step)
     run.last_eval, run.last_eval_step = result.mean, step
-    run.last_eval_updates = run.progress.updates
+    run.last_eval_updates = (run.progress.updates, run.progress.generations)
     return result.mean
+
+
+def current_optimizer_states(run: Run, trainer: L.Trainer | None) -> list[dict]:
+    if trainer is not None and trainer.optimizers:
+        return [o.state_dict() for o in trainer.optimizers]
+    return run.optimizer_states
 
 
 def checkpoint_state(run: Run, trainer: L.Trainer | None) -> dict[str, Any]:
@@ -286,7 +375,7 @@ def checkpoint_state(run: Run, trainer: L.Trainer | None) -> dict[str, Any]:
         "config": OmegaConf.to_yaml(run.cfg),
         "run_id": run.tracker.run_id if run.tracker else None,
         "module": run.method.state_dict(),
-        "optimizers": [o.state_dict() for o in trainer.optimizers] if trainer else [],
+        "optimizers": current_optimizer_states(run, trainer),
         "progress": run.progress.state_dict(),
         "rng": checkpoint.rng_state(),
     }
@@ -304,15 +393,17 @@ def save_checkpoint(run: Run, trainer: L.Trainer | None, *, with_replay: bool | 
 
 
 class RestoreOptimizers(Callback):
-    """Puts saved optimizer states back once Lightning has created the optimizers."""
+    """Puts optimizer states back once Lightning has created the optimizers (from a
+    checkpoint, or from the previous stage: optimizer state carries over between stages)."""
 
     def __init__(self, states: list[dict]):
         self.states = states
 
     def on_train_start(self, trainer, pl_module):
         if len(self.states) != len(trainer.optimizers):
-            raise CheckpointError(f"the checkpoint holds {len(self.states)} optimizer states, "
-                                  f"the method has {len(trainer.optimizers)}")
+            raise CheckpointError(f"{len(self.states)} optimizer states were saved, the method "
+                                  f"has {len(trainer.optimizers)} (configure_optimizers must return "
+                                  f"the same optimizers in every stage)")
         for opt, state in zip(trainer.optimizers, self.states):
             opt.load_state_dict(state)
         self.states = []
@@ -326,51 +417,203 @@ def restore_weights(run: Run, ckpt: Path, state: dict[str, Any]) -> None:
     run.method.on_load_checkpoint(state)
 
 
-def restore(run: Run, ckpt: Path, state: dict[str, Any]) -> list[dict]:
-    """Weights, counters, RNG and replay from a checkpoint; returns optimizer states."""
+def restore(run: Run, ckpt: Path, state: dict[str, Any]) -> None:
+    """Weights, counters, RNG, replay and optimizer states from a checkpoint."""
     restore_weights(run, ckpt, state)
     run.progress.load_state_dict(state["progress"])
     checkpoint.set_rng_state(state["rng"])
     if not checkpoint.load_replay(ckpt, run.replay):
         log.warning("%s holds no replay buffer; resuming with an empty one", ckpt)
-    return state.get("optimizers", [])
+    run.optimizer_states = state.get("optimizers", [])
 
 
-# --- the loop ------------------------------------------------------------------------------
+# --- the stages ----------------------------------------------------------------------------
 
 
-def run_stage(run: Run, stage: Stage, optimizer_states: list[dict]) -> None:
-    from wmlab.tracking import MlflowEnvStepLogger
+def obs_keys(specs: EnvSpecs) -> tuple[str, ...]:
+    from wmlab import keys
 
-    cfg = run.cfg
-    budget = stage.env_steps if stage.env_steps is not None else cfg.run.steps
+    return (keys.OBSERVATION, *specs.extra_obs)
+
+
+def stage_data(run: Run, stage: Stage) -> DataSpec:
+    return stage.data if stage.data is not None else run.data_spec
+
+
+def stage_policy(run: Run, stage: Stage, spec: DataSpec):
+    """What collects in ``stage``: random actions, or the method's policy after the prefill."""
+    random = RandomPolicy(run.specs)
+    if stage.collects == "random":
+        return random
+    policy = run.method.make_policy(explore=stage.explore)
+    policy.obs_keys = obs_keys(run.specs)
+    prefill = math.ceil(spec.prefill_steps / run.specs.action_repeat)
+    return SwitchPolicy(random, policy, lambda: run.progress.policy_steps < prefill)
+
+
+def make_collection(run: Run, stage: Stage, spec: DataSpec) -> Collection:
+    collection = Collection(env=run.env, policy=stage_policy(run, stage, spec), progress=run.progress,
+                            action_repeat=run.specs.action_repeat,
+                            replay=None if spec.on_policy else run.replay,
+                            row_keys=stored_keys(run.specs),
+                            steps=spec.sequence_length if spec.on_policy else 1)
+    collection.on_step.extend(run.step_listeners)
+    collection.on_episode.append(lambda ret, length: on_episode(run, ret, length))
+    return collection
+
+
+def stage_budget(run: Run, stage: Stage) -> int:
+    return stage.env_steps if stage.env_steps is not None else run.cfg.run.steps
+
+
+def run_stage(run: Run, stage: Stage) -> None:
+    """One stage, by its kind: gradient (``train``/``offline``), ``collect`` or ``search``."""
     run.method.on_stage_start(stage)
     if len(run.method.stages()) > 1:  # make the phases easy to tell apart in MLflow
         run.tracker.set_tag("wmlab.stage", stage.name)
         run.tracker.log_metrics({"progress/stage": run.progress.stage_index}, step=run.progress.env_steps)
-    stream = ReplayStream(env=run.env, method=run.method, spec=run.data_spec, replay=run.replay,
-                          progress=run.progress, stage=stage, stage_env_steps=budget,
-                          action_repeat=run.specs.action_repeat)
-    run.stream = stream
-    bar = ProgressBar(run, stage, budget)
-    stream.on_step.append(bar.on_collect)
-    stream.on_step.extend(run.step_listeners)
-    stream.on_episode.append(lambda ret, length: on_episode(run, ret, length))
-    callbacks = [Counters(run, stage), bar, Throughput(run), Evaluation(run), Checkpointing(run)]
-    if optimizer_states:
-        callbacks.append(RestoreOptimizers(optimizer_states))
-    logger = MlflowEnvStepLogger(run.tracker, step_fn=lambda: run.progress.env_steps)
-    trainer = make_trainer(cfg, callbacks, logger)
+    kind = stage.kind
+    total = {"offline": stage.updates or 0,
+             "search": stage.search.generations if stage.search else 0}.get(kind, stage_budget(run, stage))
+    bar = ProgressBar(run, stage, total)
     try:
-        fit_interruptible(trainer, run.method, DataLoader(stream, batch_size=None, collate_fn=_as_is))
+        if kind == "search":
+            run_search(run, stage, bar)
+        elif kind == "collect":
+            run_collect(run, stage, bar)
+        else:
+            run_gradient(run, stage, bar)
     finally:
         bar.close()
-        stream.close()
-    run.last_trainer = trainer
+        if run.stream is not None:
+            run.stream.close()
+        run.stream = None
+
+
+def run_collect(run: Run, stage: Stage, bar: ProgressBar) -> None:
+    """A stage that only collects (into the replay) until its env-step budget is spent."""
+    collection = make_collection(run, stage, stage_data(run, stage))
+    collection.on_step.append(bar.refresh)
+    budget = stage_budget(run, stage)
+    run.stream = CollectOnly(collection, run.progress, budget)
+    while not run.stream.budget_spent():
+        collection.step()
+        run.clock.tick()
+
+
+class CollectOnly:
+    """What the clock asks of a collect-only stage's data."""
+
+    def __init__(self, collection: Collection, progress: Progress, budget: int):
+        self.collection, self.progress, self.budget = collection, progress, budget
+
+    def budget_spent(self) -> bool:
+        return self.progress.stage_env_steps >= self.budget
+
+    @property
+    def at_episode_boundary(self) -> bool:
+        return self.collection.at_episode_boundary
+
+    @property
+    def collect_seconds(self) -> float:
+        return self.collection.collect_seconds
+
+    def close(self) -> None:
+        self.collection.close()
+
+
+def run_gradient(run: Run, stage: Stage, bar: ProgressBar) -> None:
+    """``Trainer.fit`` over replay batches or on-policy rollouts."""
+    from wmlab.tracking import MlflowEnvStepLogger
+
+    spec = stage_data(run, stage)
+    budget = stage_budget(run, stage)
+    callbacks: list[Callback] = [Ticks(run, stage, bar)]
+    if spec.on_policy:
+        collection = make_collection(run, stage, spec)
+        run.stream = RolloutStream(collection=collection, progress=run.progress, stage_env_steps=budget,
+                                   action_repeat=run.specs.action_repeat)
+        callbacks.insert(0, FillRollout(run))
+    else:
+        collection = None if stage.collects == "none" else make_collection(run, stage, spec)
+        run.stream = ReplayStream(collection=collection, replay=run.replay, spec=spec, progress=run.progress,
+                                  stage=stage, stage_env_steps=budget, action_repeat=run.specs.action_repeat,
+                                  transform=run.method.replay_transform())
+    if collection is not None:
+        collection.on_step.append(bar.refresh)
+    if run.optimizer_states:
+        callbacks.append(RestoreOptimizers(run.optimizer_states))
+    logger = MlflowEnvStepLogger(run.tracker, step_fn=lambda: run.progress.env_steps)
+    trainer = make_trainer(run.cfg, callbacks, logger)
+    run.trainer = trainer
+    try:
+        fit_interruptible(trainer, run.method, DataLoader(run.stream, batch_size=None, collate_fn=_as_is))
+        run.optimizer_states = current_optimizer_states(run, trainer)
+    finally:
+        run.trainer = None
+
+
+def run_search(run: Run, stage: Stage, bar: ProgressBar) -> None:
+    """Generations of ask -> score (in the real env, or by the method) -> tell."""
+    search, p = stage.search, run.progress
+    run.stream = None
+    while p.stage_generations < search.generations:
+        candidates = run.method.ask()
+        if search.in_env:
+            fitness = torch.tensor([score_in_env(run, c, search.episodes) for c in candidates])
+        else:
+            fitness = torch.as_tensor(run.method.score(candidates), dtype=torch.float32).reshape(-1)
+        extra = run.method.tell(fitness) or {}
+        p.generations += 1
+        p.stage_generations += 1
+        metrics = {"search/best_fitness": float(fitness.max()), "search/mean_fitness": float(fitness.mean()),
+                   "search/std_fitness": float(fitness.std()) if fitness.numel() > 1 else 0.0,
+                   "search/generation": p.generations}
+        metrics |= {f"search/{k}": float(v) for k, v in extra.items()}
+        run.tracker.log_metrics(metrics, step=p.env_steps)
+        bar.refresh()
+        run.clock.tick()
+
+
+def score_in_env(run: Run, policy, episodes: int) -> float:
+    """Mean return of ``policy`` over ``episodes`` episodes in the training envs, ``run.envs``
+    at a time; their env steps count like any others."""
+    from wmlab.data import num_envs
+
+    policy.obs_keys = obs_keys(run.specs)
+    n, returns = num_envs(run.env), []
+    while len(returns) < episodes:
+        rets, lengths = first_episodes(run.env, policy, max_steps=run.specs.episode_policy_steps, n=n)
+        take = min(n, episodes - len(returns))
+        returns.extend(rets[:take].tolist())
+        steps = int(lengths[:take].sum())
+        run.progress.policy_steps += steps
+        run.progress.env_steps += steps * run.specs.action_repeat
+        run.progress.stage_env_steps += steps * run.specs.action_repeat
+        run.progress.episodes += take
+    return float(sum(returns) / len(returns))
+
+
+def first_episodes(env, policy, *, max_steps: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns and lengths ``[n]`` of one episode in each of the ``n`` envs, run together."""
+    from wmlab import keys
+
+    td = env.reset()
+    total, lengths = torch.zeros(n), torch.zeros(n, dtype=torch.long)
+    alive = torch.ones(n, dtype=torch.bool)
+    for _ in range(max_steps):
+        td, nxt = env.step_and_maybe_reset(policy(td))
+        total += td.get(keys.REWARD).reshape(n, -1).sum(-1).cpu() * alive
+        lengths += alive
+        alive &= ~td.get(keys.DONE).reshape(n, -1)[:, 0].cpu()
+        if not alive.any():
+            break
+        td = nxt
+    return total, lengths
 
 
 def _as_is(batch):
-    """The stream yields finished TensorDict batches: no collation."""
+    """The streams yield finished TensorDict batches: no collation."""
     return batch
 
 
@@ -393,39 +636,44 @@ def on_episode(run: Run, ret: float, length: int) -> None:
                             step=run.progress.env_steps)
 
 
+def fresh_eval(run: Run) -> bool:
+    """An evaluation ran at this env step and nothing changed the policy since."""
+    p = run.progress
+    return run.last_eval_step == p.env_steps and run.last_eval_updates == (p.updates, p.generations)
+
+
 def train(run: Run, resume: tuple[Path, dict] | None = None) -> dict[str, Any]:
     """Run every remaining stage, then the final evaluation and checkpoint."""
     cfg = run.cfg
     run.method.progress = run.progress
     probe = make_trainer(cfg, [], False)
     capacity = run.data_spec.capacity or cfg.replay.capacity
-    run.replay = make_replay(run.data_spec, capacity, replay_device(cfg, probe))
-    optimizer_states: list[dict] = []
+    run.replay = make_replay(run.data_spec, capacity, replay_device(cfg, probe), envs=num_envs(run.env))
     if resume is not None:
-        optimizer_states = restore(run, *resume)
+        restore(run, *resume)
     stages = run.method.stages()
-    run.last_trainer = None
+    run.clock = Clock(run)
     while True:  # the last stage stays current, so a finished run can be resumed for longer
         stage = stages[run.progress.stage_index]
         run.progress.stage = stage.name
-        run_stage(run, stage, optimizer_states)
-        optimizer_states = []
+        run_stage(run, stage)
         if run.progress.stage_index + 1 >= len(stages):
             break
+        # a stage that took no eval at its last env step gets one at its end (collect-only
+        # and search stages too)
+        if (process_rank() == 0 and cfg.eval.every > 0 and run.last_eval_step != run.progress.env_steps):
+            evaluate_now(run)
         run.progress.stage_index += 1
         run.progress.stage_env_steps = 0
         run.progress.stage_updates = 0
+        run.progress.stage_generations = 0
     summary = {"env_steps": run.progress.env_steps, "updates": run.progress.updates,
                "episodes": run.progress.episodes}
     if process_rank() > 0:  # rank 0 evaluates, checkpoints and logs the model
         return summary
     if cfg.eval.final:
-        # a periodic eval just ran, and no update since (a stage that only trains, such as
-        # Plan2Explore's adapt, changes the policy without any env step)
-        fresh = (run.last_eval_step == run.progress.env_steps
-                 and run.last_eval_updates == run.progress.updates)
-        summary["eval_return"] = run.last_eval if fresh else evaluate_now(run)
-    final = save_checkpoint(run, run.last_trainer)
+        summary["eval_return"] = run.last_eval if fresh_eval(run) else evaluate_now(run)
+    final = save_checkpoint(run, None)
     run.tracker.log_artifact(final / checkpoint.STATE, "model")
     run.tracker.flush()
     summary["checkpoint"] = str(final)

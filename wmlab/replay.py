@@ -1,0 +1,194 @@
+"""The replay: stored rows of policy steps, indexed by env and episode.
+
+Rows (one per policy step, see :mod:`wmlab.keys`) live in one preallocated TensorDict on
+the replay's device. With ``run.envs = N`` envs the storage is split into ``N`` rings, one
+per env, so every episode is a contiguous run of rows in its env's ring and a window of
+``L`` rows is a plain index gather (no trajectory search per sample). When a ring is full,
+its oldest rows are overwritten.
+
+Beside the rows the replay keeps, on the CPU, which episode every slot belongs to and its
+index ``t`` within that episode, and per episode whether it has finished and the ``t`` of
+its last stored row. Samplers (:mod:`wmlab.samplers`) use them to draw windows that never
+cross an episode start (uniform over all such windows, so an episode weighs by the windows
+it holds: a short episode still being collected is not over-sampled), future rows of the
+same episode (goal relabelling) and pairs of rows at a distance.
+
+Logical positions: in ring ``e``, position ``0`` is the oldest stored row and
+``len(e) - 1`` the newest; :meth:`Replay.slots` maps positions to storage slots.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from wmlab import keys
+
+#: our own trajectory id (a global episode counter), unique across resumes
+EPISODE = "episode"
+
+INDEX_FILE = "index.pt"
+ROWS_DIR = "rows"
+
+
+class Replay:
+    """Rows of ``envs`` rings of ``capacity // envs`` slots each, on ``device``."""
+
+    def __init__(self, capacity: int, device: torch.device | str = "cpu", *, envs: int = 1):
+        if envs < 1 or capacity < envs:
+            raise ValueError(f"replay capacity {capacity} must hold at least one row per env ({envs} envs)")
+        self.envs = envs
+        self.ring = capacity // envs
+        self.capacity = self.ring * envs
+        self.device = torch.device(device)
+        self.data: TensorDictBase | None = None
+        self.lengths = torch.zeros(envs, dtype=torch.long)  # rows held per ring
+        self.heads = torch.zeros(envs, dtype=torch.long)  # ring-relative slot written next
+        self.episode = torch.full((self.capacity,), -1, dtype=torch.long)
+        self.t = torch.zeros(self.capacity, dtype=torch.long)
+        self.current = torch.full((envs,), -1, dtype=torch.long)  # episode each env writes
+        self.next_episode = 0
+        self.finished = torch.zeros(0, dtype=torch.bool)  # by episode id
+        self.last_t = torch.zeros(0, dtype=torch.long)  # by episode id
+
+    def __len__(self) -> int:
+        return int(self.lengths.sum())
+
+    # --- writing ----------------------------------------------------------------------
+    def _grow(self, n: int) -> None:
+        if n <= self.finished.numel():
+            return
+        size = max(n, 2 * self.finished.numel(), 1024)
+        self.finished = torch.cat([self.finished, torch.zeros(size - self.finished.numel(), dtype=torch.bool)])
+        self.last_t = torch.cat([self.last_t, torch.zeros(size - self.last_t.numel(), dtype=torch.long)])
+
+    def write(self, rows: TensorDictBase, env: torch.Tensor) -> None:
+        """Append ``rows`` ``[K]`` (one row each for the distinct envs ``env`` ``[K]``).
+
+        A row whose ``is_init`` is set starts a new episode in its env; a row whose
+        ``("next", "done")`` is set marks its episode finished (a terminal row may follow)."""
+        env = env.to(torch.long).reshape(-1)
+        k = env.numel()
+        is_init = rows.get(keys.IS_INIT).reshape(k, -1)[:, 0].cpu() | (self.current[env] < 0)
+        new_ids = self.next_episode + torch.cumsum(is_init.long(), 0) - 1
+        ids = torch.where(is_init, new_ids, self.current[env])
+        t = torch.where(is_init, torch.zeros_like(env), self.t[self._slot(env, self.lengths[env] - 1)] + 1)
+        self.next_episode += int(is_init.sum())
+        self._grow(self.next_episode)
+        slots = env * self.ring + self.heads[env]
+        rows = rows.clone(False)
+        rows.set(EPISODE, ids.to(rows.device))
+        if self.data is None:
+            self.data = rows[0].expand(self.capacity).clone().zero_().to(self.device)
+        self.data[slots.to(self.device)] = rows.to(self.device)
+        self.episode[slots], self.t[slots] = ids, t
+        self.heads[env] = (self.heads[env] + 1) % self.ring
+        self.lengths[env] = torch.clamp(self.lengths[env] + 1, max=self.ring)
+        self.current[env] = ids
+        self.last_t[ids] = t
+        done = rows.get(keys.DONE).reshape(k, -1)[:, 0].cpu()
+        self.finished[ids[done]] = True
+
+    def close_episodes(self) -> None:
+        """End every episode still being written (a resumed run starts new ones): they count
+        as finished where they stop."""
+        live = self.current[self.current >= 0]
+        self.finished[live] = True
+        self.current.fill_(-1)
+
+    # --- positions ----------------------------------------------------------------------
+    def _slot(self, env: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        oldest = torch.where(self.lengths[env] < self.ring, torch.zeros_like(env), self.heads[env])
+        return env * self.ring + (oldest + pos) % self.ring
+
+    def slots(self, env: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Storage slots of logical positions ``pos`` (any shape, broadcast with ``env``)."""
+        env, pos = torch.broadcast_tensors(env.to(torch.long), pos.to(torch.long))
+        return self._slot(env, pos)
+
+    def gather(self, env: torch.Tensor, pos: torch.Tensor) -> TensorDictBase:
+        """The rows at ``pos`` of rings ``env``, shaped like ``pos`` (e.g. ``[B, L]``)."""
+        slots = self.slots(env, pos)
+        return self.data[slots.reshape(-1).to(self.device)].reshape(*slots.shape)
+
+    def episode_bounds(self, env: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """First and last stored positions of the episodes holding ``pos``."""
+        slot = self.slots(env, pos)
+        t = self.t[slot]
+        first = torch.clamp(pos - t, min=0)
+        last = pos + self.last_t[self.episode[slot]] - t
+        return first, last
+
+    def sample_starts(self, batch: int, span: int, *, finished_only: bool = False,
+                      max_rounds: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(env, pos)`` ``[batch]``: uniform over positions whose ``span`` rows from ``pos``
+        on lie in one episode (of a finished episode only, if asked), with torch's RNG."""
+        counts = torch.clamp(self.lengths - span + 1, min=0)
+        if int(counts.sum()) == 0:
+            raise RuntimeError(f"the replay holds no window of {span} rows yet ({len(self)} rows)")
+        envs, starts = [], []
+        found = 0
+        for _ in range(max_rounds):
+            n = 2 * batch
+            env = torch.multinomial(counts.float(), n, replacement=True)
+            pos = (torch.rand(n) * counts[env]).long()
+            s0, s1 = self._slot(env, pos), self._slot(env, pos + span - 1)
+            ok = (self.episode[s0] == self.episode[s1]) & (self.t[s1] - self.t[s0] == span - 1)
+            if finished_only:
+                ok &= self.finished[self.episode[s0]]
+            envs.append(env[ok])
+            starts.append(pos[ok])
+            found += int(ok.sum())
+            if found >= batch:
+                return torch.cat(envs)[:batch], torch.cat(starts)[:batch]
+        what = "finished episode" if finished_only else "episode"
+        raise RuntimeError(f"no window of {span} rows inside one {what} in the replay ({len(self)} rows)")
+
+    def __getitem__(self, index) -> TensorDictBase:
+        """Rows of a single-env replay in the order they were written (oldest first)."""
+        if self.envs != 1:
+            raise TypeError("index a replay of several envs with gather(env, pos)")
+        pos = torch.arange(len(self))[index]
+        return self.gather(torch.zeros_like(pos), pos)
+
+    # --- saving -------------------------------------------------------------------------
+    def _used_slots(self) -> torch.Tensor:
+        return torch.cat([e * self.ring + torch.arange(int(n)) for e, n in enumerate(self.lengths)])
+
+    def dumps(self, path: str | Path) -> None:
+        """Write the stored rows (only the used slots) and the index to folder ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        index = {"lengths": self.lengths, "heads": self.heads, "episode": self.episode, "t": self.t,
+                 "current": self.current, "finished": self.finished, "last_t": self.last_t,
+                 "next_episode": torch.tensor(self.next_episode),
+                 "shape": torch.tensor([self.envs, self.ring])}
+        torch.save(index, path / INDEX_FILE)
+        if self.data is not None and len(self) > 0:
+            self.data[self._used_slots().to(self.device)].memmap(path / ROWS_DIR)
+
+    def loads(self, path: str | Path) -> None:
+        """Read what :meth:`dumps` wrote; the replay must have the same envs and capacity."""
+        path = Path(path)
+        index = torch.load(path / INDEX_FILE, weights_only=True)
+        envs, ring = index["shape"].tolist()
+        if (envs, ring) != (self.envs, self.ring):
+            raise ValueError(f"the saved replay has {envs} envs x {ring} rows, this run "
+                             f"{self.envs} x {self.ring} (keep run.envs and the capacity of the run)")
+        for name in ("lengths", "heads", "episode", "t", "current", "finished", "last_t"):
+            setattr(self, name, index[name].clone())
+        self.next_episode = int(index["next_episode"])
+        if (path / ROWS_DIR).exists():
+            rows = TensorDict.load_memmap(path / ROWS_DIR)
+            if rows.shape[0] != len(self):
+                raise ValueError(f"the saved replay holds {rows.shape[0]} rows, its index {len(self)}")
+            self.data = rows[0].expand(self.capacity).clone().zero_().to(self.device)
+            self.data[self._used_slots().to(self.device)] = rows.to(self.device)
+        self.close_episodes()
+
+    def describe(self) -> str:
+        return json.dumps({"envs": self.envs, "ring": self.ring, "rows": len(self),
+                           "episodes": self.next_episode})
