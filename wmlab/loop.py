@@ -184,8 +184,7 @@ class Clock:
     """One clock in env steps for every stage kind: evaluation every ``eval.every`` env steps,
     checkpoints at the first episode end after every ``checkpoint.every`` (or, with several
     envs that never end together, one episode length later), throughput every 10 s.
-    Gradient stages tick it after every update, collect-only stages after every collection
-    step, search stages after every generation."""
+    Every collection step ticks it, every update and every search generation too."""
 
     def __init__(self, run: Run, throughput_every: float = 10.0):
         self.run = run
@@ -200,7 +199,7 @@ class Clock:
 
     def tick(self, trainer: L.Trainer | None = None) -> None:
         run, p = self.run, self.run.progress
-        if trainer is not None and not trainer.is_global_zero:
+        if process_rank() > 0:  # rank 0 evaluates and checkpoints
             return
         stream = run.stream
         # at the end of a stage's budget the stage's (or the run's final) evaluation comes
@@ -458,6 +457,8 @@ def make_collection(run: Run, stage: Stage, spec: DataSpec) -> Collection:
                             row_keys=stored_keys(run.specs),
                             steps=spec.sequence_length if spec.on_policy else 1)
     collection.on_step.extend(run.step_listeners)
+    if not spec.on_policy:  # (a rollout is ticked after its update: a checkpoint between would lose it)
+        collection.on_step.append(lambda td: run.clock.tick(run.trainer))
     collection.on_episode.append(lambda ret, length: on_episode(run, ret, length))
     return collection
 
@@ -497,8 +498,7 @@ def run_collect(run: Run, stage: Stage, bar: ProgressBar) -> None:
     budget = stage_budget(run, stage)
     run.stream = CollectOnly(collection, run.progress, budget)
     while not run.stream.budget_spent():
-        collection.step()
-        run.clock.tick()
+        collection.step()  # ticks the clock
 
 
 class CollectOnly:
