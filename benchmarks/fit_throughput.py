@@ -169,10 +169,11 @@ def update_only_speed(run, updates: int) -> float:
 
     stage = Stage(name="bench", env_steps=0, updates=updates)
     run.progress.stage_updates = 0
-    stream = ReplayStream(env=run.env, method=run.method, spec=run.data_spec, replay=run.replay,
-                          progress=run.progress, stage=stage, stage_env_steps=0,
-                          action_repeat=run.specs.action_repeat)
-    trainer = loop.make_trainer(run.cfg, [loop.Counters(run, stage)], False)
+    stream = ReplayStream(collection=None, replay=run.replay, spec=run.data_spec, progress=run.progress,
+                          stage=stage, stage_env_steps=0, action_repeat=run.specs.action_repeat)
+    run.stream = stream
+    bar = loop.ProgressBar(run, stage, updates)
+    trainer = loop.make_trainer(run.cfg, [loop.Ticks(run, stage, bar)], False)
     start = time.perf_counter()
     trainer.fit(run.method, DataLoader(stream, batch_size=None, collate_fn=loop._as_is))
     return updates / (time.perf_counter() - start)

@@ -48,7 +48,7 @@ class RunConfig:
     strategy: str = "auto"
     """Lightning strategy, e.g. ddp (each rank collects with its own seed and buffer)."""
     threads: int = 0
-    """torch intra-op threads; 0 uses every core of the machine."""
+    """torch intra-op threads; 0 keeps torch's default (every core, or ``$OMP_NUM_THREADS``)."""
     envs: int = 1
     """Training envs stepping together (a torchrl SerialEnv when > 1), for every method:
     replay methods store every env's steps (the train ratio counts policy steps over all

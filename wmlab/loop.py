@@ -96,8 +96,10 @@ RANK_SEED_STRIDE = 1000
 
 
 def set_threads(cfg: DictConfig) -> None:
-    threads = cfg.run.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
+    """``run.threads`` torch threads; 0 keeps torch's default (every core, or
+    ``$OMP_NUM_THREADS``)."""
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
 
 
 def build(cfg: DictConfig, method_name: str, *, method_cls=None, plugin=None) -> Run:
@@ -487,8 +489,7 @@ def run_stage(run: Run, stage: Stage) -> None:
     finally:
         bar.close()
         if run.stream is not None:
-            run.stream.close()
-        run.stream = None
+            run.stream.close()  # (kept: its counters, e.g. collect_seconds, stay readable)
 
 
 def run_collect(run: Run, stage: Stage, bar: ProgressBar) -> None:

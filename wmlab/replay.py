@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
@@ -45,59 +46,79 @@ class Replay:
         self.capacity = self.ring * envs
         self.device = torch.device(device)
         self.data: TensorDictBase | None = None
-        self.lengths = torch.zeros(envs, dtype=torch.long)  # rows held per ring
-        self.heads = torch.zeros(envs, dtype=torch.long)  # ring-relative slot written next
-        self.episode = torch.full((self.capacity,), -1, dtype=torch.long)
-        self.t = torch.zeros(self.capacity, dtype=torch.long)
-        self.current = torch.full((envs,), -1, dtype=torch.long)  # episode each env writes
+        self._leaves: list = []  # (key, storage tensor) of every leaf of ``data``
+        # the index lives in numpy arrays (cheap per-row writes); the torch tensors below
+        # share their memory (torch ops and torch's RNG for sampling)
+        self._np = {"lengths": np.zeros(envs, np.int64), "heads": np.zeros(envs, np.int64),
+                    "episode": np.full(self.capacity, -1, np.int64), "t": np.zeros(self.capacity, np.int64),
+                    "current": np.full(envs, -1, np.int64), "finished": np.zeros(0, np.bool_),
+                    "last_t": np.zeros(0, np.int64)}
         self.next_episode = 0
-        self.finished = torch.zeros(0, dtype=torch.bool)  # by episode id
-        self.last_t = torch.zeros(0, dtype=torch.long)  # by episode id
+        self._views()
+
+    def _views(self) -> None:
+        for name, array in self._np.items():
+            setattr(self, name, torch.from_numpy(array))
 
     def __len__(self) -> int:
         return int(self.lengths.sum())
 
     # --- writing ----------------------------------------------------------------------
     def _grow(self, n: int) -> None:
-        if n <= self.finished.numel():
+        size = self._np["finished"].size
+        if n <= size:
             return
-        size = max(n, 2 * self.finished.numel(), 1024)
-        self.finished = torch.cat([self.finished, torch.zeros(size - self.finished.numel(), dtype=torch.bool)])
-        self.last_t = torch.cat([self.last_t, torch.zeros(size - self.last_t.numel(), dtype=torch.long)])
+        size = max(n, 2 * size, 1024)
+        for name in ("finished", "last_t"):
+            old = self._np[name]
+            self._np[name] = np.zeros(size, old.dtype)
+            self._np[name][:old.size] = old
+        self._views()
+
+    def _allocate(self, row: TensorDictBase) -> None:
+        self.data = row.expand(self.capacity).clone().zero_().to(self.device)
+        self.data.set(EPISODE, torch.zeros(self.capacity, dtype=torch.long, device=self.device))
+        self._leaves = [(k, self.data.get(k)) for k in self.data.keys(True, True)]
 
     def write(self, rows: TensorDictBase, env: torch.Tensor) -> None:
         """Append ``rows`` ``[K]`` (one row each for the distinct envs ``env`` ``[K]``).
 
         A row whose ``is_init`` is set starts a new episode in its env; a row whose
-        ``("next", "done")`` is set marks its episode finished (a terminal row may follow)."""
-        env = env.to(torch.long).reshape(-1)
-        k = env.numel()
-        is_init = rows.get(keys.IS_INIT).reshape(k, -1)[:, 0].cpu() | (self.current[env] < 0)
-        new_ids = self.next_episode + torch.cumsum(is_init.long(), 0) - 1
-        ids = torch.where(is_init, new_ids, self.current[env])
-        t = torch.where(is_init, torch.zeros_like(env), self.t[self._slot(env, self.lengths[env] - 1)] + 1)
+        ``("next", "done")`` is set marks its episode finished (a final row may follow)."""
+        ix = self._np
+        env_np = env.reshape(-1).cpu().numpy().astype(np.int64)
+        k = env_np.size
+        is_init = rows.get(keys.IS_INIT).reshape(k, -1)[:, 0].cpu().numpy() | (ix["current"][env_np] < 0)
+        new_ids = self.next_episode + np.cumsum(is_init) - 1
+        ids = np.where(is_init, new_ids, ix["current"][env_np])
+        newest = env_np * self.ring + (ix["heads"][env_np] - 1) % self.ring
+        t = np.where(is_init, 0, ix["t"][newest] + 1)
         self.next_episode += int(is_init.sum())
         self._grow(self.next_episode)
-        slots = env * self.ring + self.heads[env]
-        rows = rows.clone(False)
-        rows.set(EPISODE, ids.to(rows.device))
+        ix = self._np
+        slots = env_np * self.ring + ix["heads"][env_np]
         if self.data is None:
-            self.data = rows[0].expand(self.capacity).clone().zero_().to(self.device)
-        self.data[slots.to(self.device)] = rows.to(self.device)
-        self.episode[slots], self.t[slots] = ids, t
-        self.heads[env] = (self.heads[env] + 1) % self.ring
-        self.lengths[env] = torch.clamp(self.lengths[env] + 1, max=self.ring)
-        self.current[env] = ids
-        self.last_t[ids] = t
-        done = rows.get(keys.DONE).reshape(k, -1)[:, 0].cpu()
-        self.finished[ids[done]] = True
+            self._allocate(rows[0])
+        index = torch.from_numpy(slots).to(self.device)
+        for key, store in self._leaves:
+            if key == EPISODE:
+                store[index] = torch.from_numpy(ids).to(self.device)
+            else:
+                store[index] = rows.get(key).to(self.device)
+        ix["episode"][slots], ix["t"][slots] = ids, t
+        ix["heads"][env_np] = (ix["heads"][env_np] + 1) % self.ring
+        ix["lengths"][env_np] = np.minimum(ix["lengths"][env_np] + 1, self.ring)
+        ix["current"][env_np] = ids
+        ix["last_t"][ids] = t
+        done = rows.get(keys.DONE).reshape(k, -1)[:, 0].cpu().numpy()
+        ix["finished"][ids[done]] = True
 
     def close_episodes(self) -> None:
         """End every episode still being written (a resumed run starts new ones): they count
         as finished where they stop."""
-        live = self.current[self.current >= 0]
-        self.finished[live] = True
-        self.current.fill_(-1)
+        ix = self._np
+        ix["finished"][ix["current"][ix["current"] >= 0]] = True
+        ix["current"][:] = -1
 
     # --- positions ----------------------------------------------------------------------
     def _slot(self, env: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -162,10 +183,8 @@ class Replay:
         """Write the stored rows (only the used slots) and the index to folder ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        index = {"lengths": self.lengths, "heads": self.heads, "episode": self.episode, "t": self.t,
-                 "current": self.current, "finished": self.finished, "last_t": self.last_t,
-                 "next_episode": torch.tensor(self.next_episode),
-                 "shape": torch.tensor([self.envs, self.ring])}
+        index = {name: torch.from_numpy(array.copy()) for name, array in self._np.items()}
+        index |= {"next_episode": torch.tensor(self.next_episode), "shape": torch.tensor([self.envs, self.ring])}
         torch.save(index, path / INDEX_FILE)
         if self.data is not None and len(self) > 0:
             self.data[self._used_slots().to(self.device)].memmap(path / ROWS_DIR)
@@ -178,14 +197,15 @@ class Replay:
         if (envs, ring) != (self.envs, self.ring):
             raise ValueError(f"the saved replay has {envs} envs x {ring} rows, this run "
                              f"{self.envs} x {self.ring} (keep run.envs and the capacity of the run)")
-        for name in ("lengths", "heads", "episode", "t", "current", "finished", "last_t"):
-            setattr(self, name, index[name].clone())
+        for name in self._np:
+            self._np[name] = index[name].numpy().copy()
+        self._views()
         self.next_episode = int(index["next_episode"])
         if (path / ROWS_DIR).exists():
             rows = TensorDict.load_memmap(path / ROWS_DIR)
             if rows.shape[0] != len(self):
                 raise ValueError(f"the saved replay holds {rows.shape[0]} rows, its index {len(self)}")
-            self.data = rows[0].expand(self.capacity).clone().zero_().to(self.device)
+            self._allocate(rows[0].exclude(EPISODE))
             self.data[self._used_slots().to(self.device)] = rows.to(self.device)
         self.close_episodes()
 
