@@ -22,6 +22,7 @@ from wmlab.config import CoreConfig
 from wmlab.errors import WmlabError
 from wmlab.tracking import (
     MlflowEnvStepLogger,
+    NullTracker,
     Tracker,
     artifact_root,
     find_run,
@@ -197,6 +198,21 @@ def test_lightning_logger_uses_env_steps(store):
     assert [s for s, _ in history] == [20, 40, 60]
     run = client_of(t).get_run(t.run_id)
     assert "epoch" not in run.data.metrics and "ignored" not in run.data.params
+
+
+def test_null_tracker_and_its_logger_log_nothing(store):
+    null = NullTracker("f" * 32, store)
+    assert null.tracking_uri == store and null.client is None and not null.ended
+    with null as same:
+        same.log_metrics({"x": 1.0}, step=1)
+        same.set_tag("wmlab.stage", "explore")
+        same.flush()
+    logger = MlflowEnvStepLogger(null, step_fn=lambda: 5)  # as the loop builds it on other ranks
+    assert logger.version == "f" * 32
+    logger.log_metrics({"x": 1.0}, step=3)
+    logger.finalize("success")
+    client = mlflow.MlflowClient(store)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
 class CountingClient:
