@@ -42,7 +42,10 @@ def test_fit_smoke(name, capsys):
     tags = run.data.tags
     assert tags["wmlab.method"] == name and tags["wmlab.env"] == ENV and tags["wmlab.seed"] == "1"
     assert tags["wmlab.plugin"] and tags["wmlab.plugin_version"]
-    assert run.data.params["method.batch_size"] or True
+    from wmlab.config import compose, flatten
+
+    cfg = compose(name, registry.load_method(name)[0], ENV, presets=["debug"], overrides=["env.obs=state"])
+    assert run.data.params == {k: str(v) for k, v in flatten(cfg).items()}  # the resolved config
     metrics = run.data.metrics
     assert "eval/episode_return" in metrics and "collect/episode_return" in metrics
     assert any(k.startswith("train/loss/") for k in metrics), sorted(metrics)

@@ -22,6 +22,7 @@ from wmlab.config import CoreConfig
 from wmlab.errors import WmlabError
 from wmlab.tracking import (
     MlflowEnvStepLogger,
+    NullTracker,
     Tracker,
     artifact_root,
     find_run,
@@ -164,6 +165,7 @@ def test_params_are_chunked_and_clipped(store):
 
 def test_lightning_logger_uses_env_steps(store):
     import lightning as L
+    from lightning.pytorch.loggers import MLFlowLogger
 
     progress = {"env_steps": 0}
 
@@ -183,7 +185,9 @@ def test_lightning_logger_uses_env_steps(store):
 
     with Tracker.start(make_cfg(), **START) as t:
         logger = MlflowEnvStepLogger(t, step_fn=lambda: progress["env_steps"])
-        assert logger.name == "wmlab" and logger.version == t.run_id and logger.experiment is t
+        assert isinstance(logger, MLFlowLogger) and logger.tracker is t
+        assert logger.version == logger.run_id == t.run_id and logger.name == t.experiment_id
+        assert logger.experiment is t.client  # the same client, store and run
         trainer = L.Trainer(max_steps=6, logger=logger, log_every_n_steps=2, enable_progress_bar=False,
                             enable_checkpointing=False, enable_model_summary=False, accelerator="cpu")
         trainer.fit(Tiny(), torch.utils.data.DataLoader(torch.ones(100, 1), batch_size=None))
@@ -196,35 +200,78 @@ def test_lightning_logger_uses_env_steps(store):
     assert "epoch" not in run.data.metrics and "ignored" not in run.data.params
 
 
-def test_metrics_are_buffered_and_flushed_in_batches(store):
+def test_null_tracker_and_its_logger_log_nothing(store):
+    null = NullTracker("f" * 32, store)
+    assert null.tracking_uri == store and null.client is None and not null.ended
+    with null as same:
+        same.log_metrics({"x": 1.0}, step=1)
+        same.set_tag("wmlab.stage", "explore")
+        same.flush()
+    logger = MlflowEnvStepLogger(null, step_fn=lambda: 5)  # as the loop builds it on other ranks
+    assert logger.version == "f" * 32
+    logger.log_metrics({"x": 1.0}, step=3)
+    logger.finalize("success")
+    client = mlflow.MlflowClient(store)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+class CountingClient:
+    """Wraps a tracker's client and records the metrics of every ``log_batch`` call."""
+
+    def __init__(self, client):
+        self._client = client
+        self.batches = []
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
+        if metrics:
+            self.batches.append([(m.key, m.value, m.step) for m in metrics])
+        return self._client.log_batch(run_id, metrics=metrics, params=params, tags=tags,
+                                      synchronous=synchronous)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_tensor_metrics_wait_on_device_and_go_in_one_batch(store):
     with Tracker.start(None, **START, flush_every_s=3600) as t:
+        t.client = counting = CountingClient(t.client)
+        t.log_metrics({"c": torch.tensor([3.0], dtype=torch.bfloat16)}, step=8)
+        assert counting.batches == []  # held
+        t.log_metrics({"a": np.float32(1.5), "b": 2}, step=8)  # plain numbers go at once
+        assert counting.batches == [[("a", 1.5, 8), ("b", 2.0, 8)]]
+        # 1000 values held: all of them go, in batches of MLflow's limit of 1000
         t.log_metrics({f"m/{i}": torch.tensor(float(i)) for i in range(1500)}, step=7)
-        t.log_metrics({"a": np.float32(1.5), "b": 2, "c": torch.tensor([3.0], dtype=torch.bfloat16)},
-                      step=8)
-        assert client_of(t).get_run(t.run_id).data.metrics == {}  # still buffered
+        assert [len(b) for b in counting.batches] == [2, 1000, 501]
         t.flush()
-        metrics = client_of(t).get_run(t.run_id).data.metrics
-        assert len(metrics) == 1503
-        assert metrics["m/1499"] == 1499.0 and metrics["a"] == 1.5 and metrics["c"] == 3.0
+        assert len(counting.batches) == 3
+        assert client_of(t).get_run(t.run_id).data.metrics == {f"m/{i}": float(i) for i in range(1500)} | {
+            "a": 1.5, "b": 2.0, "c": 3.0}
         with pytest.raises(ValueError, match="scalar"):
             t.log_metrics({"v": torch.ones(3)}, step=1)
-        with pytest.raises(ValueError, match="invalid metric name"):  # now, not at flush time
-            t.log_metrics({"bad@name": 1.0}, step=1)
-    # a flush interval of 0 writes on every call
-    with Tracker.start(None, **START, flush_every_s=0) as t2:
-        t2.log_metrics({"x": 1.0}, step=1)
-        assert steps(t2, "x") == [(1, 1.0)]
-
-
-def test_thousand_metrics_flush_is_fast(store):
-    with Tracker.start(None, **START, flush_every_s=3600) as t:
-        for i in range(1000):
-            t.log_metrics({"train/loss/x": torch.tensor(float(i))}, step=i)
-        start = time.perf_counter()
+        with pytest.raises(ValueError, match="invalid metric name"):  # now, not in MLflow's writer
+            t.log_metrics({"ok": 1.0, "bad@name": 1.0}, step=1)
         t.flush()
-        elapsed = time.perf_counter() - start
-    assert len(steps(t, "train/loss/x")) == 1000
-    assert elapsed < 2.0, elapsed  # about 0.07 s; single calls would take seconds
+        assert "ok" not in client_of(t).get_run(t.run_id).data.metrics  # nothing of that call sent
+    # a flush interval of 0 sends tensor values on every call
+    with Tracker.start(None, **START, flush_every_s=0) as t2:
+        t2.client = counting = CountingClient(t2.client)
+        t2.log_metrics({"x": torch.tensor(1.0)}, step=1)
+        assert counting.batches == [[("x", 1.0, 1)]]
+
+
+def test_thousand_metrics_are_one_log_batch_and_all_arrive(store):
+    with Tracker.start(None, **START, flush_every_s=3600) as t:
+        t.client = counting = CountingClient(t.client)
+        for i in range(999):  # one value per call, as a training loop logs a loss
+            t.log_metrics({"train/loss/x": torch.tensor(float(i))}, step=i)
+        assert counting.batches == []  # held on the device: no host transfer per call
+        t.log_metrics({"train/loss/x": torch.tensor(999.0)}, step=999)
+        t.log_metrics({f"eval/m{i}": float(i) for i in range(1000)}, step=5)
+        t.flush()
+        assert [len(b) for b in counting.batches] == [1000, 1000]
+    assert steps(t, "train/loss/x") == [(i, float(i)) for i in range(1000)]
+    metrics = client_of(t).get_run(t.run_id).data.metrics
+    assert all(metrics[f"eval/m{i}"] == float(i) for i in range(1000))
 
 
 # --- artifacts --------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ def cmd_fit(args) -> int:
 
     run = loop.build(cfg, method_name, method_cls=cls, plugin=plugin)
     if loop.process_rank() > 0:  # a DDP worker started by Lightning: rank 0 owns run and files
-        run.tracker = NullTracker(os.environ.get("WMLAB_RUN_ID", ""))
+        run.tracker = NullTracker(os.environ.get("WMLAB_RUN_ID", ""), cfg.tracking.uri)
         run.ckpt_dir = Path(cfg.checkpoint.dir).resolve() / run.tracker.run_id
         loop.train(run, resume)
         return 0
