@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,7 +84,7 @@ from wmlab.api import EnvSpecs
 from wmlab.envs import EnvFamily, base_env, check_frames
 from wmlab.errors import EnvError
 
-__all__ = ["Atari"]
+__all__ = ["Atari", "AtariConfig"]
 
 _INSTALL_HINT = ('pip install "gymnasium>=1.0,<2" "ale-py>=0.12,<0.13" opencv-python-headless '
                  '(or reinstall wmlab, which requires them)')
@@ -229,10 +230,31 @@ def _atari_of(env) -> _TorchAtari:
 # the family
 
 
+@dataclass
+class AtariConfig:
+    """Atari's keys of the ``env`` section (``env.sticky_actions=0``); configs/envs/atari.yaml
+    sets the core ones (pixels, grayscale, action repeat 4, 108,000-frame episodes)."""
+
+    sticky_actions: float = 0.25
+    """Probability that the emulator keeps the previous action at each frame (ALE's
+    repeat_action_probability; 0.25 as Machado et al. 2018 and DreamerV2; 0 makes the
+    games deterministic)."""
+    full_action_space: bool = True
+    """All 18 joystick actions for every game (DreamerV2) instead of the game's minimal
+    action set."""
+    noop_max: int = 30
+    """Start every episode with 1 to ``noop_max`` random no-op frames (DreamerV2's code:
+    30); 0 turns no-op starts off."""
+    terminal_on_life_loss: bool = False
+    """End the episode (terminated) when a life is lost; DreamerV2 does not (no access to
+    life information)."""
+
+
 class Atari(EnvFamily):
     """Atari 2600 games through ale-py and gymnasium, DreamerV2's preprocessing."""
 
     description = "Atari 2600 games (ale-py), names like atari:pong, atari:montezuma-revenge"
+    Config = AtariConfig
 
     def tasks(self) -> list[str]:
         """Every game ale-py knows a ROM for, as a task name (``pong``, ``ms-pacman``), sorted."""
@@ -262,7 +284,7 @@ class Atari(EnvFamily):
         game, a missing ROM, bad settings, or when gymnasium/ale-py cannot be imported.
         """
         self.validate(name)
-        settings = _check_cfg(name, cfg)
+        settings = _check_cfg(name, cfg, self.settings(cfg))
         _, roms, atari_env, preprocessing = _import_ale()
         try:
             inner = atari_env(
@@ -316,35 +338,36 @@ def _rom_message(name: str, roms, cause: BaseException) -> str:
             f"point ALE_ROMS_DIR at a folder holding {rom_id(name)}.bin (a ROM you own)")
 
 
-def _check_cfg(name: str, cfg: Any) -> dict[str, Any]:
-    """The Atari settings of the ``env`` section, checked; :class:`EnvError` names a bad one."""
+def _check_cfg(name: str, cfg: Any, own: AtariConfig) -> dict[str, Any]:
+    """The Atari settings of the ``env`` section (core keys ``cfg``, Atari's own ``own``),
+    checked; :class:`EnvError` names a bad one."""
     if str(cfg.obs) != "pixels":
         raise EnvError(f"env.obs={cfg.obs!r} is not supported by Atari games: they are "
                        f"pixels only; pass env.obs=pixels (configs/envs/atari.yaml sets it, "
                        f"so a preset or an override changed it)")
     repeat, episode_steps, image_size = check_frames(cfg, f"atari:{name}")
-    sticky = float(cfg.sticky_actions)
+    sticky = float(own.sticky_actions)
     if not 0.0 <= sticky <= 1.0:
         raise EnvError(f"env.sticky_actions is a probability in [0, 1], got {sticky}")
-    noop_max = int(cfg.noop_max)
+    noop_max = int(own.noop_max)
     if noop_max < 0:
         raise EnvError(f"env.noop_max must be >= 0 (0: no no-op starts), got {noop_max}")
     return dict(repeat=repeat, policy_steps=episode_steps // repeat, image_size=image_size,
                 grayscale=bool(cfg.grayscale), sticky_actions=sticky, noop_max=noop_max,
-                full_action_space=bool(cfg.full_action_space),
-                terminal_on_life_loss=bool(cfg.terminal_on_life_loss))
+                full_action_space=bool(own.full_action_space),
+                terminal_on_life_loss=bool(own.terminal_on_life_loss))
 
 
 def _benchmark(seconds: float = 3.0) -> None:
     """Print step rates on this machine (``python -m wmlab.envs.atari``)."""
     import time
 
-    from wmlab.config import EnvConfig
+    from wmlab.config import env_config
 
     family = Atari()
     for grayscale in (True, False):
-        cfg = EnvConfig(name="atari:pong", obs="pixels", grayscale=grayscale, action_repeat=4,
-                        episode_steps=108_000)
+        cfg = env_config("atari:pong", obs="pixels", grayscale=grayscale, action_repeat=4,
+                         episode_steps=108_000)
         env = family.make("pong", cfg, seed=0)
         td = env.reset()
         n, start = 0, time.perf_counter()
