@@ -458,17 +458,18 @@ class Gym(EnvFamily):
 
 
 def _make_gym(name: str, kwargs: dict[str, Any]):
-    """``gymnasium.make`` with ``render_mode="rgb_array"`` where the env offers it."""
+    """``gymnasium.make`` of ``name`` (``ID`` or ``module:ID``, the module imported by
+    :meth:`Gym.validate`) with ``render_mode="rgb_array"`` where the env offers it."""
     gymnasium = _import_gymnasium()
     from gymnasium.envs.registration import load_env_creator
 
-    spec = gymnasium.spec(name)
+    spec = gymnasium.spec(name.rpartition(":")[2])
     try:
         creator = spec.entry_point if callable(spec.entry_point) else load_env_creator(spec.entry_point)
         modes = getattr(creator, "metadata", {}).get("render_modes") or []
         if "rgb_array" in modes:
             kwargs.setdefault("render_mode", "rgb_array")
-        return gymnasium.make(name, **kwargs)
+        return gymnasium.make(spec.id, **kwargs)
     except gymnasium.error.DependencyNotInstalled as e:
         raise EnvError(_missing_extra_message(name, spec.entry_point, e)) from e
     except (TypeError, ValueError, gymnasium.error.Error) as e:
