@@ -171,6 +171,12 @@ def test_car_racing_pixels_from_its_observation(family):
     env.close()
     with pytest.raises(EnvError, match="observes images.*env.obs=pixels"):
         make(family, "CarRacing-v3")
+    cfg = compose("tdmpc", registry.load_method("tdmpc")[0], "gym:CarRacing-v3",
+                  overrides=["env.obs=pixels", "env.kwargs.continuous=false"]).env
+    discrete = family.make("CarRacing-v3", cfg, seed=0)
+    specs = family.specs(discrete, cfg)
+    assert specs.discrete and specs.action_shape == (5,)
+    discrete.close()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mujoco") is None, reason="gymnasium[mujoco] not installed")
@@ -214,6 +220,11 @@ def test_pixels_from_an_env_that_cannot_render(capsys):
 def test_missing_module_of_module_id(capsys):
     err = fit_error(capsys, "gym:no_such_module:Thing-v0")
     assert "cannot import module 'no_such_module'" in err
+
+
+def test_bad_make_arguments(capsys):
+    err = fit_error(capsys, "gym:CartPole-v1", "env.kwargs.bogus=1")
+    assert "cannot make gym:CartPole-v1 with env.kwargs={'bogus': 1" in err and "bogus" in err
 
 
 def test_other_family_key_on_a_gym_env(capsys):

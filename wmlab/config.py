@@ -258,6 +258,17 @@ def env_config_class(family: Any) -> type:
                             f"({e})") from None
 
 
+def _env_section(schema: type) -> DictConfig:
+    """The typed ``env`` section of ``schema``; its free-form mappings (``Dict[str, Any]``
+    fields, e.g. the gym family's ``kwargs``) take new keys (``env.kwargs.continuous=false``)."""
+    section = OmegaConf.structured(schema)
+    for key in section:
+        node = section._get_node(key)
+        if isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict:
+            OmegaConf.set_struct(node, False)
+    return section
+
+
 def _env_family(env_name: str) -> tuple[str, Any]:
     """``(family name, family class)`` of ``--env env_name``; imports that family only."""
     from wmlab import registry
@@ -272,7 +283,7 @@ def env_config(env_name: str, **values: Any) -> DictConfig:
     presets): what a family's ``make`` takes, for scripts and tests. An unknown key is a
     :class:`ConfigError` naming the valid ones."""
     _, family_cls = _env_family(env_name)
-    schema = OmegaConf.structured(env_config_class(family_cls))
+    schema = _env_section(env_config_class(family_cls))
     layer = {"name": env_name, **values}
     return _merge(OmegaConf.create({"env": schema}), {"env": layer}, "env_config").env
 
@@ -309,7 +320,7 @@ def compose(
     env_schema = env_config_class(family_cls)
     cfg = OmegaConf.structured(CoreConfig)
     OmegaConf.set_struct(cfg, False)
-    cfg.env = OmegaConf.structured(env_schema)
+    cfg.env = _env_section(env_schema)
     cfg.method = OmegaConf.structured(method_cls.Config)
     OmegaConf.set_struct(cfg, True)
     cdir = configs_dir()
