@@ -31,8 +31,12 @@ names the family explicitly.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import difflib
+import threading
+import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,7 +48,7 @@ from wmlab.errors import EnvError
 DEFAULT_FAMILY = "dmc"
 
 __all__ = ["DEFAULT_FAMILY", "EnvFamily", "NoConfig", "base_env", "check_frames",
-           "split_family"]
+           "close_at_exit", "split_family", "step_rate"]
 
 
 @dataclass
@@ -81,6 +85,42 @@ def base_env(env, cls: type, family: str):
     if not isinstance(seen, cls):
         raise TypeError(f"not an env built by the {family} family: {type(env).__name__}")
     return seen
+
+
+#: objects holding a GL context or renderer, still open; closed at exit before the GL
+#: library's own exit hook tears the display down (else their __del__ prints EGL errors)
+_OPEN_AT_EXIT: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_EXIT_LOCK = threading.Lock()
+
+
+def _close_open() -> None:
+    for obj in list(_OPEN_AT_EXIT):
+        try:
+            obj.close()
+        except Exception:  # the display may already be gone at shutdown
+            pass
+
+
+def close_at_exit(obj: Any) -> None:
+    """Call ``obj.close()`` at interpreter exit if ``obj`` is still alive; call it once
+    ``obj``'s GL context exists. atexit runs hooks last-in first-out and a GL backend
+    (mujoco's EGL) registers its own when its first context is made, so the hook is moved
+    behind it here: it runs first."""
+    with _EXIT_LOCK:
+        if obj not in _OPEN_AT_EXIT:
+            _OPEN_AT_EXIT.add(obj)
+            atexit.unregister(_close_open)
+            atexit.register(_close_open)
+
+
+def step_rate(env: Any, seconds: float) -> float:
+    """Policy steps per second of a torchrl env with random actions (family benchmarks)."""
+    td = env.reset()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, td = env.step_and_maybe_reset(env.rand_action(td))
+        n += 1
+    return n / (time.perf_counter() - start)
 
 
 def split_family(env_arg: str) -> tuple[str, str]:

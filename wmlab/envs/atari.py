@@ -80,7 +80,7 @@ import numpy as np
 from torchrl.envs import InitTracker, TransformedEnv
 
 from wmlab.api import EnvSpecs
-from wmlab.envs import EnvFamily, base_env, check_frames
+from wmlab.envs import EnvFamily, base_env, check_frames, step_rate
 from wmlab.envs.gym import (GymnasiumTorchEnv, OneHotActions, image_entry, resize_frame,
                             torch_env_specs)
 from wmlab.errors import EnvError
@@ -296,8 +296,6 @@ def _check_cfg(name: str, cfg: Any, own: AtariConfig) -> dict[str, Any]:
 
 def _benchmark(seconds: float = 3.0) -> None:
     """Print step rates on this machine (``python -m wmlab.envs.atari``)."""
-    import time
-
     from wmlab.config import env_config
 
     family = Atari()
@@ -305,12 +303,7 @@ def _benchmark(seconds: float = 3.0) -> None:
         cfg = env_config("atari:pong", obs="pixels", grayscale=grayscale, action_repeat=4,
                          episode_steps=108_000)
         env = family.make("pong", cfg, seed=0)
-        td = env.reset()
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            _, td = env.step_and_maybe_reset(env.rand_action(td))
-            n += 1
-        sps = n / (time.perf_counter() - start)
+        sps = step_rate(env, seconds)
         print(f"pong grayscale={grayscale} action_repeat=4: {sps:.0f} policy steps/s "
               f"({4 * sps:.0f} frames/s)")
         env.close()

@@ -44,10 +44,7 @@ import os
 # picks its GL backend (and PyOpenGL its platform) at import time.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import atexit  # noqa: E402
 import ctypes.util  # noqa: E402
-import threading  # noqa: E402
-import weakref  # noqa: E402
 from collections import OrderedDict  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
@@ -88,7 +85,8 @@ from dm_env import specs as dm_specs  # noqa: E402
 from torchrl.envs import DMControlWrapper, InitTracker, TransformedEnv  # noqa: E402
 
 from wmlab.api import EnvSpecs  # noqa: E402
-from wmlab.envs import EnvFamily, base_env, check_frames, unknown_name_message  # noqa: E402
+from wmlab.envs import (EnvFamily, base_env, check_frames, close_at_exit,  # noqa: E402
+                        unknown_name_message)
 from wmlab.errors import EnvError  # noqa: E402
 
 __all__ = ["DMControl", "DMControlConfig", "FrameRenderer"]
@@ -98,28 +96,6 @@ _OBS_KINDS = ("state", "pixels")
 
 # --------------------------------------------------------------------------------------
 # rendering
-
-
-#: every renderer still open; closed at exit before mujoco's EGL atexit hook terminates
-#: the display (otherwise their __del__ prints EGL errors at interpreter shutdown)
-_LIVE_RENDERERS: "weakref.WeakSet[FrameRenderer]" = weakref.WeakSet()
-_EXIT_HOOK_LOCK = threading.Lock()
-_exit_hook_registered = False
-
-
-def _close_live_renderers() -> None:
-    for renderer in list(_LIVE_RENDERERS):
-        renderer.close()
-
-
-def _register_exit_hook() -> None:
-    # atexit runs hooks last-in first-out; mujoco registers eglTerminate when the first
-    # GL context is created, so registering after that makes ours run before it.
-    global _exit_hook_registered
-    with _EXIT_HOOK_LOCK:
-        if not _exit_hook_registered:
-            atexit.register(_close_live_renderers)
-            _exit_hook_registered = True
 
 
 def _renderer_class():
@@ -177,8 +153,7 @@ class FrameRenderer:
             self._renderer = renderer_cls(model, size, size)
         except Exception as e:  # EGL/OSMesa init failures surface as several types
             raise EnvError(_gl_message(e)) from e
-        _register_exit_hook()
-        _LIVE_RENDERERS.add(self)
+        close_at_exit(self)
         if fast:
             flags = self._renderer.scene.flags
             flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0

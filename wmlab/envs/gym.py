@@ -61,12 +61,12 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+# gymnasium's MuJoCo envs render headless through EGL, as the dmc family does (mujoco picks
+# its GL backend when first imported)
+os.environ.setdefault("MUJOCO_GL", "egl")
 
-import atexit  # noqa: E402
 import difflib  # noqa: E402
 import importlib  # noqa: E402
-import threading  # noqa: E402
-import weakref  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Callable, Dict, Mapping  # noqa: E402
 
@@ -78,7 +78,7 @@ from torchrl.envs import EnvBase, InitTracker, TransformedEnv  # noqa: E402
 
 from wmlab import keys  # noqa: E402
 from wmlab.api import EnvSpecs, ObsSpec  # noqa: E402
-from wmlab.envs import EnvFamily, base_env, check_frames  # noqa: E402
+from wmlab.envs import EnvFamily, base_env, check_frames, close_at_exit, step_rate  # noqa: E402
 from wmlab.errors import EnvError  # noqa: E402
 
 __all__ = ["Gym", "GymConfig", "GymnasiumTorchEnv", "OneHotActions", "action_index",
@@ -252,7 +252,6 @@ class GymnasiumTorchEnv(EnvBase):
         self.reward_spec = Unbounded(shape=(1,), dtype=torch.float32)
         flag = Categorical(2, shape=(1,), dtype=torch.bool)
         self.done_spec = Composite(done=flag, terminated=flag.clone(), truncated=flag.clone())
-        _LIVE_ENVS.add(self)
 
     @property
     def gym_env(self):
@@ -299,37 +298,11 @@ class GymnasiumTorchEnv(EnvBase):
         self._next_seed = None if seed is None else int(seed)
 
     def close(self, *, raise_if_closed: bool = True) -> None:
-        _LIVE_ENVS.discard(self)
         self._env.close()
         super().close(raise_if_closed=raise_if_closed)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(env={self.name}, entries={list(self._entries)})"
-
-
-#: envs still open; closed at exit before a GL library's own exit hook tears down the
-#: display (MuJoCo envs' renderers otherwise print EGL errors at interpreter shutdown)
-_LIVE_ENVS: "weakref.WeakSet[GymnasiumTorchEnv]" = weakref.WeakSet()
-_EXIT_HOOK = threading.Lock()
-_exit_hook_registered = False
-
-
-def _close_live_envs() -> None:
-    for env in list(_LIVE_ENVS):
-        try:
-            env.close(raise_if_closed=False)
-        except Exception:  # the display may already be gone at shutdown
-            pass
-
-
-def _after_first_render() -> None:
-    # atexit runs last-in first-out, and a GL backend registers its hook when its first
-    # context is made (at the first render): registering after that makes ours run first
-    global _exit_hook_registered
-    with _EXIT_HOOK:
-        if not _exit_hook_registered:
-            atexit.register(_close_live_envs)
-            _exit_hook_registered = True
 
 
 def torch_env_specs(env, cfg: Any, *, name: str, policy_steps: int) -> EnvSpecs:
@@ -490,7 +463,7 @@ def _render(env, name: str, purpose: str) -> np.ndarray:
         frame = env.render()
     except gymnasium.error.DependencyNotInstalled as e:
         raise EnvError(_missing_extra_message(name, env.spec.entry_point, e)) from e
-    _after_first_render()
+    close_at_exit(env)  # a MuJoCo env's renderer holds a GL context from now on
     return frame
 
 
@@ -549,8 +522,6 @@ def _action_converter(space, name: str):
 
 def _benchmark(seconds: float = 3.0) -> None:
     """Print step rates on this machine (``python -m wmlab.envs.gym``)."""
-    import time
-
     from wmlab.config import env_config
 
     family = Gym()
@@ -558,12 +529,7 @@ def _benchmark(seconds: float = 3.0) -> None:
                       ("Pendulum-v1", "pixels")):
         cfg = env_config(f"gym:{task}", obs=obs)
         env = family.make(task, cfg, seed=0)
-        td = env.reset()
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            _, td = env.step_and_maybe_reset(env.rand_action(td))
-            n += 1
-        sps = n / (time.perf_counter() - start)
+        sps = step_rate(env, seconds)
         print(f"gym:{task} {obs} action_repeat={cfg.action_repeat}: {sps:.0f} policy steps/s "
               f"({sps * cfg.action_repeat:.0f} frames/s)")
         env.close()
