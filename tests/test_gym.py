@@ -92,6 +92,7 @@ def test_truncation_at_episode_steps(family):
 
 def test_pendulum_continuous_states_and_seeding(family):
     env, specs = make(family, "Pendulum-v1", seed=7)
+    assert not family.render(env, 16).any()  # no state before the first reset: black
     assert not specs.discrete and specs.action_shape == (1,)
     assert specs.action_low.tolist() == [-2.0] and specs.action_high.tolist() == [2.0]
     assert specs.episode_policy_steps == 100  # 200 frames of its own

@@ -247,6 +247,7 @@ class GymnasiumTorchEnv(EnvBase):
         self._actions = actions
         self._steps = 0
         self._next_seed: int | None = None
+        self.started = False  # whether the env has been reset, i.e. has a state
         self.observation_spec = Composite({k: e.spec for k, e in self._entries.items()})
         self.action_spec = actions.spec
         self.reward_spec = Unbounded(shape=(1,), dtype=torch.float32)
@@ -270,6 +271,7 @@ class GymnasiumTorchEnv(EnvBase):
         seed, self._next_seed = self._next_seed, None
         raw, _ = self._env.reset(seed=seed)
         self._steps = 0
+        self.started = True
         false = torch.zeros(1, dtype=torch.bool)
         return TensorDict({**self._observe(raw), "done": false, "terminated": false.clone(),
                            "truncated": false.clone()}, batch_size=self.batch_size)
@@ -422,11 +424,14 @@ class Gym(EnvFamily):
         return torch_env_specs(env, cfg, name=f"gym:{base.name}", policy_steps=base._policy_steps)
 
     def render(self, env, size: int) -> np.ndarray:
-        """``uint8 [size, size, 3]``: the env's ``render()`` resized (for videos); an
+        """``uint8 [size, size, 3]``: the env's ``render()`` resized (for videos); black
+        before the env's first reset (a gymnasium env has no state to draw then); an
         :class:`EnvError` if the env cannot render (then set ``eval.video=false``)."""
         if int(size) < 1:
             raise ValueError(f"size must be positive, got {size}")
         base = base_env(env, GymnasiumTorchEnv, "gym")
+        if not base.started:
+            return np.zeros((int(size), int(size), 3), dtype=np.uint8)
         return resize_frame(_render(base.gym_env, base.name, "videos (eval.video=false turns "
                                     "them off)"), int(size))
 
