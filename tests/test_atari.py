@@ -13,7 +13,7 @@ from torchrl.envs.utils import check_env_specs
 
 from wmlab import keys, registry
 from wmlab.api import EnvSpecs
-from wmlab.config import EnvConfig, compose, env_preset_stems
+from wmlab.config import EnvConfig, compose, env_config, env_preset_stems
 from wmlab.envs.atari import Atari, _atari_of, rom_id, task_name
 from wmlab.errors import EnvError
 
@@ -29,12 +29,12 @@ def family() -> Atari:
     return Atari()
 
 
-def cfg_for(name: str = "pong", **kw) -> EnvConfig:
+def cfg_for(name: str = "pong", **kw):
     """The env section as configs/envs/atari.yaml makes it, plus overrides."""
     settings = dict(name=f"atari:{name}", obs="pixels", grayscale=True, action_repeat=4,
                     episode_steps=108_000)
     settings.update(kw)
-    return EnvConfig(**settings)
+    return env_config(settings.pop("name"), **settings)
 
 
 def one_hot(index: int, n: int) -> torch.Tensor:

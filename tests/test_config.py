@@ -103,3 +103,105 @@ def test_method_env_presets_without_a_family_match_dm_control_only():
     assert env_pattern_matches("cheetah-run", "*") and env_pattern_matches("dmc:cheetah-run", "cheetah-*")
     assert not env_pattern_matches("atari:pong", "*") and env_pattern_matches("atari:pong", "atari:*")
     assert not env_pattern_matches("cheetah-run", "atari:*")
+
+
+# --- the env section: core keys plus the family's own ------------------------------------
+
+FAMILY_WITHOUT_CONFIG = """
+from wmlab.envs import EnvFamily
+
+class Plugin(EnvFamily):
+    def tasks(self):
+        return ["one"]
+"""
+
+FAMILY_WITH_CONFIG = """
+from dataclasses import dataclass
+from wmlab.envs import EnvFamily
+
+@dataclass
+class Settings:
+    level: int = 3
+    \"\"\"difficulty\"\"\"
+
+class Plugin(EnvFamily):
+    Config = Settings
+"""
+
+
+def test_env_section_holds_the_family_keys_only():
+    dmc = compose("toy", Toy, "cheetah-run", overrides=["env.camera=2"]).env
+    assert dmc.camera == 2 and dmc.fast_render is True
+    assert "sticky_actions" not in dmc and "noop_max" not in dmc
+    atari = compose("toy", Toy, "atari:pong", overrides=["env.obs=state", "env.sticky_actions=0"]).env
+    assert atari.sticky_actions == 0.0 and atari.noop_max == 30 and "camera" not in atari
+    core = ("name", "obs", "action_repeat", "episode_steps", "image_size", "grayscale")
+    assert list(dmc)[:len(core)] == list(core) and list(atari)[:len(core)] == list(core)
+
+
+def test_another_family_key_is_an_error_naming_the_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        compose("toy", Toy, "cheetah-run", overrides=["env.sticky_actions=0"])
+    msg = str(err.value)
+    assert "'env.sticky_actions'" in msg and "env.camera" in msg and "env.action_repeat" in msg
+    assert "dmc family" in msg and "\n" not in msg
+    with pytest.raises(ConfigError, match="'env.camera'.*env.sticky_actions"):
+        compose("toy", Toy, "atari:pong", overrides=["env.obs=state", "env.camera=1"])
+
+
+def test_unknown_family_is_one_line():
+    from wmlab.errors import RegistryError
+
+    with pytest.raises(RegistryError) as err:
+        compose("toy", Toy, "atri:pong")
+    msg = str(err.value)
+    assert "unknown env family 'atri'" in msg and "atari" in msg and "\n" not in msg
+
+
+def test_third_party_family_with_and_without_config(fake_plugins):
+    fake_plugins("plain", FAMILY_WITHOUT_CONFIG, group="wmlab.envs")
+    fake_plugins("levels", FAMILY_WITH_CONFIG, group="wmlab.envs")
+    plain = compose("toy", Toy, "plain:one").env
+    assert set(plain) == {"name", "obs", "action_repeat", "episode_steps", "image_size", "grayscale"}
+    levels = compose("toy", Toy, "levels:x", overrides=["env.level=5"]).env
+    assert levels.level == 5 and "camera" not in levels
+    with pytest.raises(ConfigError, match="env.level"):
+        compose("toy", Toy, "plain:one", overrides=["env.level=5"])
+
+
+def test_family_config_must_not_redefine_core_keys(fake_plugins):
+    from wmlab.errors import RegistryError
+
+    fake_plugins("clash", FAMILY_WITH_CONFIG.replace("level: int = 3", "obs: str = 'x'"),
+                 group="wmlab.envs")
+    with pytest.raises(RegistryError, match="redefines core env keys obs"):
+        compose("toy", Toy, "clash:x")
+
+
+def test_family_settings_fall_back_to_defaults():
+    from wmlab.config import EnvConfig, env_config
+    from wmlab.envs.dmc import DMControl
+
+    family = DMControl()
+    assert family.settings(EnvConfig(name="cheetah-run")).camera == 0
+    assert family.settings(env_config("cheetah-run", camera=2)).camera == 2
+
+
+def test_checkpoint_saved_with_every_family_key_still_resumes():
+    """A config saved when the env section held dm_control's and Atari's keys together."""
+    saved = OmegaConf.to_container(compose("toy", Toy, "cheetah-run", overrides=["env.camera=1"]))
+    saved["env"].update(sticky_actions=0.25, full_action_space=True, noop_max=30,
+                        terminal_on_life_loss=False)
+    cfg = compose("toy", Toy, "cheetah-run", base=OmegaConf.create(saved))
+    assert cfg.env.camera == 1 and "sticky_actions" not in cfg.env
+
+
+def test_wmlab_config_shows_the_family_keys(capsys):
+    from wmlab.cli import main
+
+    assert main(["config", "--method", "tdmpc", "--env", "cheetah-run"]) == 0
+    out = capsys.readouterr().out
+    assert "camera: 0" in out and "fast_render: true" in out and "sticky_actions" not in out
+    assert main(["config", "--method", "tdmpc", "--env", "cheetah-run", "env.noop_max=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'env.noop_max'" in err and "env.camera" in err and len(err.splitlines()) == 1

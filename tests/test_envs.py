@@ -18,7 +18,9 @@ from torchrl.envs.utils import check_env_specs
 
 from wmlab import keys
 from wmlab.api import EnvSpecs
-from wmlab.config import EnvConfig
+from omegaconf import DictConfig
+
+from wmlab.config import env_config
 from wmlab.envs import DEFAULT_FAMILY, EnvFamily, split_family
 from wmlab.envs.dmc import DMControl
 from wmlab.errors import EnvError
@@ -29,8 +31,8 @@ def family() -> DMControl:
     return DMControl()
 
 
-def cfg_for(name: str = "cheetah-run", **kw) -> EnvConfig:
-    return EnvConfig(name=name, **kw)
+def cfg_for(name: str = "cheetah-run", **kw) -> DictConfig:
+    return env_config(name, **kw)
 
 
 def flat_state(observation) -> np.ndarray:
@@ -230,3 +232,19 @@ def test_missing_gl_library_is_a_clear_error():
     assert "ENVERROR" in out.stdout
     assert "libosmesa6" in out.stdout and "libegl1" in out.stdout
     assert "libOSMesa" in out.stdout  # says what is missing
+
+
+@pytest.mark.parametrize("name", ["dmc", "atari", "gym"])
+def test_family_config_fields_are_documented(name):
+    """Every field of a built-in family's Config has a docstring under it (as methods' do)."""
+    import dataclasses
+
+    from test_contract import field_docs
+    from wmlab import registry
+    from wmlab.config import EnvConfig
+
+    family, _ = registry.load_env_family(name)
+    fields = {f.name for f in dataclasses.fields(family.Config)}
+    assert fields, f"{name} declares no settings"
+    assert not fields - set(field_docs(family.Config))
+    assert not {f.name for f in dataclasses.fields(EnvConfig)} - set(field_docs(EnvConfig))

@@ -12,11 +12,15 @@ Order of composition (later wins)::
       <- key=value overrides
 
 Every key is typed; an unknown key or a value of the wrong type is an error naming it.
+The ``env`` section holds the core keys (:class:`EnvConfig`) plus the fields of the env
+family's own ``Config`` (the family named by ``--env``; only that one is imported), so
+``env.camera`` exists for dm_control tasks and ``env.sticky_actions`` for Atari games.
 The result is read-only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
 from importlib import resources
@@ -27,8 +31,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from wmlab.envs import DEFAULT_FAMILY
-from wmlab.errors import ConfigError
+from wmlab.envs import DEFAULT_FAMILY, split_family
+from wmlab.errors import ConfigError, RegistryError
 
 
 @dataclass
@@ -58,38 +62,27 @@ class RunConfig:
 
 @dataclass
 class EnvConfig:
+    """The ``env`` keys every env family shares. A family adds its own (its ``Config``,
+    e.g. ``camera`` for dm_control, ``sticky_actions`` for Atari): :func:`compose` builds
+    the section from these and the fields of the family named by ``--env``."""
+
     name: str = ""
     """The env as given to ``--env`` (set by it): a dm_control ``domain-task``, or
-    ``family:task`` (``atari:pong``)."""
+    ``family:task`` (``atari:pong``, ``gym:CartPole-v1``)."""
     obs: str = "state"
-    """``state`` (concatenated state vector) or ``pixels`` (64x64 RGB, or grayscale, see
+    """``state`` (the task's state vector) or ``pixels`` (64x64 RGB, or grayscale, see
     ``grayscale``). Atari games are pixels only."""
     action_repeat: int = 2
     """Simulator frames per policy step."""
     episode_steps: int = 1000
-    """Episode length in simulator frames (dm_control's time limit; Atari: 108000)."""
+    """Episode length in simulator frames (dm_control's time limit; Atari: 108000; a
+    gymnasium task also ends at its own limit)."""
     image_size: int = 64
     """Side of rendered square images."""
-    camera: int = 0
-    """dm_control: camera id used for pixels and videos (quadruped tasks use 2)."""
-    fast_render: bool = True
-    """dm_control: turn off shadows, reflections and multisampling (15-20x faster on CPU)."""
     grayscale: bool = False
-    """Pixels as one grayscale channel ``[1, H, W]`` instead of RGB ``[3, H, W]``. Atari
-    only (its env preset turns it on, as DreamerV2); dm_control rejects it."""
-    sticky_actions: float = 0.25
-    """Atari: probability that the emulator keeps the previous action at each frame
-    (ALE's repeat_action_probability; 0.25 as Machado et al. 2018 and DreamerV2; 0 makes
-    the games deterministic)."""
-    full_action_space: bool = True
-    """Atari: all 18 joystick actions for every game (DreamerV2) instead of the game's
-    minimal action set."""
-    noop_max: int = 30
-    """Atari: start every episode with 1 to ``noop_max`` random no-op frames (DreamerV2's
-    code: 30); 0 turns no-op starts off."""
-    terminal_on_life_loss: bool = False
-    """Atari: end the episode (terminated) when a life is lost; DreamerV2 does not (no
-    access to life information)."""
+    """Pixels as one grayscale channel ``[1, H, W]`` instead of RGB ``[3, H, W]`` (Atari's
+    env preset turns it on, as DreamerV2); a family that cannot give grayscale (dm_control)
+    rejects it."""
 
 
 @dataclass
@@ -184,15 +177,17 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(f"malformed override: {e}") from None
 
 
-def _merge(base: DictConfig, layer: Any, source: str) -> DictConfig:
+def _merge(base: DictConfig, layer: Any, source: str, family: str = "") -> DictConfig:
     try:
         return OmegaConf.merge(base, layer)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
         msg = str(e).splitlines()[0]
         if "Key" in type(e).__name__ or "not in struct" in msg or "Could not override" in msg:
+            whose = (f" (the env keys of the {family} family: the core ones and its own)"
+                     if family and key.startswith("env.") else "")
             raise ConfigError(f"unknown config key {key!r} (from {source}); "
-                              f"valid keys: {_valid_keys_near(base, key)}") from None
+                              f"valid keys: {_valid_keys_near(base, key)}{whose}") from None
         raise ConfigError(f"bad value for {key!r} (from {source}): {msg}") from None
 
 
@@ -241,6 +236,76 @@ def env_pattern_matches(env_name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(family, p_family) and fnmatch.fnmatchcase(task, p_task)
 
 
+def env_config_class(family: Any) -> type:
+    """The dataclass of the ``env`` section for an env family (class or instance): the
+    core :class:`EnvConfig` fields, then the fields of the family's ``Config``.
+
+    A family without a ``Config`` gets :class:`EnvConfig`. :class:`RegistryError` if its
+    ``Config`` is not a dataclass, has a field without a default or redefines a core key.
+    """
+    own = getattr(family, "Config", None)
+    label = getattr(family, "__name__", type(family).__name__)
+    if own is None or own is EnvConfig:
+        return EnvConfig
+    if not (isinstance(own, type) and dataclasses.is_dataclass(own)):
+        raise RegistryError(f"env family {label}: its Config must be a dataclass, got {own!r}")
+    fields = {f.name for f in dataclasses.fields(own)}
+    clash = sorted(fields & {f.name for f in dataclasses.fields(EnvConfig)})
+    if clash:
+        raise RegistryError(f"env family {label}: its Config redefines core env keys "
+                            f"{', '.join(clash)}; use other names")
+    if not fields:
+        return EnvConfig
+    try:  # bases in this order put the core fields first
+        return dataclasses.make_dataclass(f"{own.__name__}EnvConfig", [], bases=(own, EnvConfig))
+    except TypeError as e:  # a field without a default after the core ones
+        raise RegistryError(f"env family {label}: every field of its Config needs a default "
+                            f"({e})") from None
+
+
+def _env_section(schema: type) -> DictConfig:
+    """The typed ``env`` section of ``schema``; its free-form mappings (``Dict[str, Any]``
+    fields, e.g. the gym family's ``kwargs``) take new keys (``env.kwargs.continuous=false``)."""
+    section = OmegaConf.structured(schema)
+    for key in section:
+        node = section._get_node(key)
+        if isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict:
+            OmegaConf.set_struct(node, False)
+    return section
+
+
+def _env_family(env_name: str) -> tuple[str, Any]:
+    """``(family name, family class)`` of ``--env env_name``; imports that family only."""
+    from wmlab import registry
+
+    family, _ = split_family(env_name)
+    cls, _ = registry.load(registry.ENVS, family)
+    return family, cls
+
+
+def env_config(env_name: str, **values: Any) -> DictConfig:
+    """The ``env`` section for ``--env env_name`` with defaults and ``values`` (and no
+    presets): what a family's ``make`` takes, for scripts and tests. An unknown key is a
+    :class:`ConfigError` naming the valid ones."""
+    _, family_cls = _env_family(env_name)
+    schema = _env_section(env_config_class(family_cls))
+    layer = {"name": env_name, **values}
+    return _merge(OmegaConf.create({"env": schema}), {"env": layer}, "env_config").env
+
+
+def _without_stale_env_keys(saved: Any, schema: type) -> Any:
+    """A checkpoint's config without ``env`` keys that the family's section no longer has.
+
+    Every ``env`` section once carried the dm_control and Atari settings together; a run
+    saved then keeps resuming (its config was valid when saved)."""
+    container = OmegaConf.to_container(OmegaConf.create(saved), resolve=False)
+    env = container.get("env") if isinstance(container, dict) else None
+    if isinstance(env, dict):
+        known = {f.name for f in dataclasses.fields(schema)}
+        container["env"] = {k: v for k, v in env.items() if k in known}
+    return container
+
+
 def compose(
     method_name: str,
     method_cls,
@@ -254,9 +319,13 @@ def compose(
     """Build the resolved, read-only config of a run (see the module docstring for the order).
 
     ``base`` (a resumed run's saved config) is applied after the presets, before files
-    and overrides."""
+    and overrides. The ``env`` section's keys come from the family of ``env_name``
+    (:func:`env_config_class`)."""
+    family, family_cls = _env_family(env_name)
+    env_schema = env_config_class(family_cls)
     cfg = OmegaConf.structured(CoreConfig)
     OmegaConf.set_struct(cfg, False)
+    cfg.env = _env_section(env_schema)
     cfg.method = OmegaConf.structured(method_cls.Config)
     OmegaConf.set_struct(cfg, True)
     cdir = configs_dir()
@@ -287,14 +356,14 @@ def compose(
             raise ConfigError(f"unknown preset {preset!r} for method {method_name!r}; "
                               f"valid presets: {', '.join(available_presets(method_cls)) or 'none'}")
     if base is not None:
-        layers.append((base, "the checkpoint's config"))
+        layers.append((_without_stale_env_keys(base, env_schema), "the checkpoint's config"))
     for f in files:
         layers.append((_load_yaml(Path(f), "config file"), str(f)))
     if overrides:
         layers.append((parse_overrides(overrides), "command-line override"))
 
     for layer, source in layers:
-        cfg = _merge(cfg, layer, source)
+        cfg = _merge(cfg, layer, source, family)
     _validate(cfg, method_cls)
     OmegaConf.set_readonly(cfg, True)
     return cfg

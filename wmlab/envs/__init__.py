@@ -13,7 +13,17 @@ follow :mod:`wmlab.keys`:
 * step data carry ``("next", "reward")`` (``float32 [1]``, summed over the repeated
   frames), ``("next", "done")``, ``("next", "terminated")`` and ``("next", "truncated")``;
 * one step is one *policy step* of ``env.action_repeat`` frames, and an episode is
-  ``env.episode_steps // env.action_repeat`` policy steps unless the task ends earlier.
+  ``env.episode_steps // env.action_repeat`` policy steps unless the task ends earlier;
+* a composite observation (a goal-conditioned task's ``desired_goal``, a state vector
+  beside pixels) carries its other entries at the root of reset and step data (and under
+  ``"next"``), each declared in :attr:`wmlab.api.EnvSpecs.extra_obs`.
+
+Settings: the ``env`` section of the config holds the keys every family shares
+(:class:`wmlab.config.EnvConfig`: ``name``, ``obs``, ``action_repeat``,
+``episode_steps``, ``image_size``, ``grayscale``) plus the fields of the family's own
+:attr:`EnvFamily.Config` dataclass (``env.camera`` for ``dmc``, ``env.sticky_actions``
+for ``atari``); :func:`wmlab.config.compose` builds that section from the family named by
+``--env``, so a key of another family is an error. See docs/envs.md.
 
 ``--env cheetah-run`` names a task of the default family (``dmc``); ``--env fam:task``
 names the family explicitly.
@@ -21,7 +31,13 @@ names the family explicitly.
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import difflib
+import threading
+import time
+import weakref
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,7 +47,13 @@ from wmlab.errors import EnvError
 #: family used when ``--env`` carries no ``family:`` prefix
 DEFAULT_FAMILY = "dmc"
 
-__all__ = ["DEFAULT_FAMILY", "EnvFamily", "base_env", "check_frames", "split_family"]
+__all__ = ["DEFAULT_FAMILY", "EnvFamily", "NoConfig", "base_env", "check_frames",
+           "close_at_exit", "split_family", "step_rate"]
+
+
+@dataclass
+class NoConfig:
+    """The settings of a family that has none besides the core ``env`` keys."""
 
 
 def check_frames(cfg: Any, task: str) -> tuple[int, int, int]:
@@ -65,6 +87,42 @@ def base_env(env, cls: type, family: str):
     return seen
 
 
+#: objects holding a GL context or renderer, still open; closed at exit before the GL
+#: library's own exit hook tears the display down (else their __del__ prints EGL errors)
+_OPEN_AT_EXIT: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_EXIT_LOCK = threading.Lock()
+
+
+def _close_open() -> None:
+    for obj in list(_OPEN_AT_EXIT):
+        try:
+            obj.close()
+        except Exception:  # the display may already be gone at shutdown
+            pass
+
+
+def close_at_exit(obj: Any) -> None:
+    """Call ``obj.close()`` at interpreter exit if ``obj`` is still alive; call it once
+    ``obj``'s GL context exists. atexit runs hooks last-in first-out and a GL backend
+    (mujoco's EGL) registers its own when its first context is made, so the hook is moved
+    behind it here: it runs first."""
+    with _EXIT_LOCK:
+        if obj not in _OPEN_AT_EXIT:
+            _OPEN_AT_EXIT.add(obj)
+            atexit.unregister(_close_open)
+            atexit.register(_close_open)
+
+
+def step_rate(env: Any, seconds: float) -> float:
+    """Policy steps per second of a torchrl env with random actions (family benchmarks)."""
+    td = env.reset()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, td = env.step_and_maybe_reset(env.rand_action(td))
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
 def split_family(env_arg: str) -> tuple[str, str]:
     """Split an ``--env`` argument into ``(family, task)``.
 
@@ -89,12 +147,36 @@ class EnvFamily:
     A family is instantiated without arguments. Subclasses implement :meth:`tasks`,
     :meth:`make`, :meth:`specs` and :meth:`render`; :meth:`validate` has a generic
     implementation based on :meth:`tasks`.
+
+    ``Config`` is a dataclass of the family's own settings, a default and a docstring under
+    every field, with names that differ from the core ``env`` keys; they become keys of the
+    ``env`` section (``env.camera=2``) for the family's tasks only. A family without
+    settings of its own keeps the empty default (and one that declares no ``Config`` at
+    all, written before families had one, gets the core keys only).
     """
 
     #: major.minor version of this contract the family was written for
     api_version: ClassVar[str] = "1.0"
     #: one line shown by ``wmlab list``
     description: ClassVar[str] = ""
+    #: the family's own settings (a dataclass); its fields join the ``env`` section
+    Config: ClassVar[type] = NoConfig
+
+    def settings(self, cfg: Any) -> Any:
+        """This family's :attr:`Config` holding the values of the ``env`` section ``cfg``.
+
+        A field that ``cfg`` lacks keeps its default (a section made from the core
+        :class:`wmlab.config.EnvConfig` alone, as a test may pass); a composed config
+        always has them all.
+        """
+        values = {}
+        for f in dataclasses.fields(self.Config):
+            try:
+                value = getattr(cfg, f.name)
+            except AttributeError:  # OmegaConf's missing-key error is one too
+                continue
+            values[f.name] = _plain(value)
+        return self.Config(**values)
 
     def tasks(self) -> list[str]:
         """Every valid task name of the family, e.g. ``["acrobot-swingup", ...]``."""
@@ -113,8 +195,9 @@ class EnvFamily:
     def make(self, name: str, cfg: Any, *, seed: int):
         """Build the torchrl env (an ``EnvBase``) for task ``name``.
 
-        ``cfg`` is the ``env`` config section (fields of :class:`wmlab.config.EnvConfig`);
-        ``seed`` seeds the task's randomness (initial states, targets).
+        ``cfg`` is the ``env`` config section: the core fields of
+        :class:`wmlab.config.EnvConfig` and the fields of :attr:`Config` (read them through
+        :meth:`settings`); ``seed`` seeds the task's randomness (initial states, targets).
         """
         raise NotImplementedError
 
@@ -128,6 +211,15 @@ class EnvFamily:
         Works for state-based envs too.
         """
         raise NotImplementedError
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers as plain dicts and lists, anything else as it is."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def unknown_name_message(name: str, valid: list[str], *, what: str = "env") -> str:

@@ -27,9 +27,9 @@ authors' code (danijar/dreamerv2: ``configs.yaml`` section ``atari``, class ``At
 * 1 to 30 random no-op frames at each reset; ``env.noop_max`` 30 (code: ``noops=30`` handed
   to ``AtariPreprocessing``; the paper does not mention them; 0 turns them off).
 
-``configs/envs/atari.yaml`` sets the settings the family shares with dm_control (``obs:
-pixels``, ``grayscale``, ``action_repeat: 4``, ``episode_steps: 108000``) for every
-``atari:*`` env; the Atari-only keys have these values as their defaults. Frames are
+``configs/envs/atari.yaml`` sets the core ``env`` keys (``obs: pixels``, ``grayscale``,
+``action_repeat: 4``, ``episode_steps: 108000``) for every ``atari:*`` env; Atari's own
+keys (:class:`AtariConfig`) have these values as their defaults. Frames are
 counted without the no-ops, as in the authors' time limit; episodes are truncated by
 wmlab, not by ALE (which gets no frame limit).
 
@@ -40,8 +40,10 @@ How an env is put together (inside out)::
     gymnasium AtariPreprocessing no-op starts, action repeat (rewards summed, stops at
         |                        game over), max over the last two frames, resize to
         |                        image_size x image_size (cv2 INTER_AREA), grayscale
-    _TorchAtari (torchrl env)    one-hot action -> index, observation uint8 [C, H, W],
-        |                        reward float32 [1], done/terminated/truncated, time limit
+    _TorchAtari (torchrl env)    the gym family's GymnasiumTorchEnv with one frame per
+        |                        step: one-hot action -> index, observation uint8
+        |                        [C, H, W], reward float32 [1], done/terminated/truncated,
+        |                        time limit
     TransformedEnv(InitTracker())  adds ``is_init``
 
 Actions: the action spec is torchrl's ``OneHot(n, dtype=float32)`` with ``n`` 18 (or the
@@ -71,19 +73,19 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, OneHot, Unbounded
-from torchrl.envs import EnvBase, InitTracker, TransformedEnv
+from torchrl.envs import InitTracker, TransformedEnv
 
 from wmlab.api import EnvSpecs
-from wmlab.envs import EnvFamily, base_env, check_frames
+from wmlab.envs import EnvFamily, base_env, check_frames, step_rate
+from wmlab.envs.gym import (GymnasiumTorchEnv, OneHotActions, image_entry, resize_frame,
+                            torch_env_specs)
 from wmlab.errors import EnvError
 
-__all__ = ["Atari"]
+__all__ = ["Atari", "AtariConfig"]
 
 _INSTALL_HINT = ('pip install "gymnasium>=1.0,<2" "ale-py>=0.12,<0.13" opencv-python-headless '
                  '(or reinstall wmlab, which requires them)')
@@ -136,29 +138,21 @@ def _plausible_task(name: str) -> str:
 # the torchrl env
 
 
-class _TorchAtari(EnvBase):
-    """A preprocessed ALE game as a torchrl env (see the module docstring).
+class _TorchAtari(GymnasiumTorchEnv):
+    """A preprocessed ALE game as a torchrl env (see the module docstring): the gym family's
+    torchrl env with one frame per step (``AtariPreprocessing`` repeats the action).
 
     ``env`` is gymnasium's ``AtariPreprocessing`` around an ``ale_py`` ``AtariEnv``;
     ``policy_steps`` is the episode's time limit in policy steps.
     """
 
     def __init__(self, env, *, name: str, policy_steps: int, grayscale: bool):
-        super().__init__(device="cpu", batch_size=torch.Size([]))
-        self._env = env
-        self.name = name
-        self._policy_steps = policy_steps
-        self._steps = 0
-        self._next_seed: int | None = None
-        self.n_actions = int(env.action_space.n)
         size = env.observation_space.shape[0]
-        channels = 1 if grayscale else 3
-        self.observation_spec = Composite(observation=Bounded(
-            low=0, high=255, shape=(channels, size, size), dtype=torch.uint8))
-        self.action_spec = OneHot(self.n_actions, dtype=torch.float32)
-        self.reward_spec = Unbounded(shape=(1,), dtype=torch.float32)
-        flag = Categorical(2, shape=(1,), dtype=torch.bool)
-        self.done_spec = Composite(done=flag, terminated=flag.clone(), truncated=flag.clone())
+        frames = image_entry(size, grayscale, lambda raw, env: raw)
+        super().__init__(env, name=name, repeat=1, policy_steps=policy_steps,
+                         entries={"observation": frames},
+                         actions=OneHotActions(int(env.action_space.n)))
+        self.n_actions = int(env.action_space.n)
 
     @property
     def ale(self):
@@ -169,52 +163,9 @@ class _TorchAtari(EnvBase):
         """ALE's names of the actions, in the order of the one-hot entries."""
         return list(self._env.unwrapped.get_action_meanings())
 
-    def _observation(self, frame: np.ndarray) -> torch.Tensor:
-        if frame.ndim == 2:  # grayscale [H, W]
-            frame = frame[None]
-        else:  # [H, W, C] -> [C, H, W]
-            frame = frame.transpose(2, 0, 1)
-        return torch.from_numpy(np.ascontiguousarray(frame))
-
-    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
-        seed, self._next_seed = self._next_seed, None
-        frame, _ = self._env.reset(seed=seed)
-        self._steps = 0
-        false = torch.zeros(1, dtype=torch.bool)
-        return TensorDict({"observation": self._observation(frame), "done": false,
-                           "terminated": false.clone(), "truncated": false.clone()},
-                          batch_size=self.batch_size)
-
-    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        action = tensordict.get("action")
-        if action.is_floating_point() or action.dtype == torch.bool:  # one-hot [n]
-            index = int(action.to(torch.float32).argmax(-1))
-        else:  # an integer index
-            index = int(action.reshape(()))
-        frame, reward, terminated, truncated, _ = self._env.step(index)
-        self._steps += 1
-        terminated = bool(terminated)
-        # ALE has no frame limit of its own here, so wmlab's limit is the only truncation
-        truncated = (bool(truncated) or self._steps >= self._policy_steps) and not terminated
-        return TensorDict({
-            "observation": self._observation(frame),
-            "reward": torch.tensor([reward], dtype=torch.float32),
-            "done": torch.tensor([terminated or truncated]),
-            "terminated": torch.tensor([terminated]),
-            "truncated": torch.tensor([truncated]),
-        }, batch_size=self.batch_size)
-
-    def _set_seed(self, seed: int | None) -> None:
-        # applied at the next reset: ALE reloads the ROM when it is seeded
-        self._next_seed = None if seed is None else int(seed)
-
     def render_frame(self) -> np.ndarray:
         """The emulator's current RGB screen, ``uint8 [210, 160, 3]``."""
         return self.ale.getScreenRGB()
-
-    def close(self, *, raise_if_closed: bool = True) -> None:
-        self._env.close()
-        super().close(raise_if_closed=raise_if_closed)
 
     def __repr__(self) -> str:
         return f"_TorchAtari(game={self.name}, actions={self.n_actions})"
@@ -229,10 +180,31 @@ def _atari_of(env) -> _TorchAtari:
 # the family
 
 
+@dataclass
+class AtariConfig:
+    """Atari's keys of the ``env`` section (``env.sticky_actions=0``); configs/envs/atari.yaml
+    sets the core ones (pixels, grayscale, action repeat 4, 108,000-frame episodes)."""
+
+    sticky_actions: float = 0.25
+    """Probability that the emulator keeps the previous action at each frame (ALE's
+    repeat_action_probability; 0.25 as Machado et al. 2018 and DreamerV2; 0 makes the
+    games deterministic)."""
+    full_action_space: bool = True
+    """All 18 joystick actions for every game (DreamerV2) instead of the game's minimal
+    action set."""
+    noop_max: int = 30
+    """Start every episode with 1 to ``noop_max`` random no-op frames (DreamerV2's code:
+    30); 0 turns no-op starts off."""
+    terminal_on_life_loss: bool = False
+    """End the episode (terminated) when a life is lost; DreamerV2 does not (no access to
+    life information)."""
+
+
 class Atari(EnvFamily):
     """Atari 2600 games through ale-py and gymnasium, DreamerV2's preprocessing."""
 
     description = "Atari 2600 games (ale-py), names like atari:pong, atari:montezuma-revenge"
+    Config = AtariConfig
 
     def tasks(self) -> list[str]:
         """Every game ale-py knows a ROM for, as a task name (``pong``, ``ms-pacman``), sorted."""
@@ -262,7 +234,7 @@ class Atari(EnvFamily):
         game, a missing ROM, bad settings, or when gymnasium/ale-py cannot be imported.
         """
         self.validate(name)
-        settings = _check_cfg(name, cfg)
+        settings = _check_cfg(name, cfg, self.settings(cfg))
         _, roms, atari_env, preprocessing = _import_ale()
         try:
             inner = atari_env(
@@ -284,29 +256,15 @@ class Atari(EnvFamily):
         """Fill :class:`EnvSpecs` from an env built by :meth:`make` with ``cfg``:
         pixels, one-hot actions (``discrete=True``, ``action_shape=(n,)``, bounds 0 and 1)."""
         base = _atari_of(env)
-        n = base.n_actions
-        repeat = int(cfg.action_repeat)
-        return EnvSpecs(
-            name=str(cfg.name or base.name),
-            obs_kind="pixels",
-            obs_shape=tuple(env.observation_spec["observation"].shape),
-            action_shape=(n,),
-            action_low=torch.zeros(n, dtype=torch.float32),
-            action_high=torch.ones(n, dtype=torch.float32),
-            action_repeat=repeat,
-            episode_policy_steps=int(cfg.episode_steps) // repeat,
-            discrete=True,
-        )
+        return torch_env_specs(env, cfg, name=base.name,
+                               policy_steps=int(cfg.episode_steps) // int(cfg.action_repeat))
 
     def render(self, env, size: int) -> np.ndarray:
         """``uint8 [size, size, 3]``: the emulator's current RGB screen (the last frame, not
         the max-pooled observation), resized from 210x160."""
         if int(size) < 1:
             raise ValueError(f"size must be positive, got {size}")
-        import cv2
-
-        frame = _atari_of(env).render_frame()
-        return cv2.resize(frame, (int(size), int(size)), interpolation=cv2.INTER_AREA)
+        return resize_frame(_atari_of(env).render_frame(), int(size))
 
 
 def _rom_message(name: str, roms, cause: BaseException) -> str:
@@ -316,42 +274,36 @@ def _rom_message(name: str, roms, cause: BaseException) -> str:
             f"point ALE_ROMS_DIR at a folder holding {rom_id(name)}.bin (a ROM you own)")
 
 
-def _check_cfg(name: str, cfg: Any) -> dict[str, Any]:
-    """The Atari settings of the ``env`` section, checked; :class:`EnvError` names a bad one."""
+def _check_cfg(name: str, cfg: Any, own: AtariConfig) -> dict[str, Any]:
+    """The Atari settings of the ``env`` section (core keys ``cfg``, Atari's own ``own``),
+    checked; :class:`EnvError` names a bad one."""
     if str(cfg.obs) != "pixels":
         raise EnvError(f"env.obs={cfg.obs!r} is not supported by Atari games: they are "
                        f"pixels only; pass env.obs=pixels (configs/envs/atari.yaml sets it, "
                        f"so a preset or an override changed it)")
     repeat, episode_steps, image_size = check_frames(cfg, f"atari:{name}")
-    sticky = float(cfg.sticky_actions)
+    sticky = float(own.sticky_actions)
     if not 0.0 <= sticky <= 1.0:
         raise EnvError(f"env.sticky_actions is a probability in [0, 1], got {sticky}")
-    noop_max = int(cfg.noop_max)
+    noop_max = int(own.noop_max)
     if noop_max < 0:
         raise EnvError(f"env.noop_max must be >= 0 (0: no no-op starts), got {noop_max}")
     return dict(repeat=repeat, policy_steps=episode_steps // repeat, image_size=image_size,
                 grayscale=bool(cfg.grayscale), sticky_actions=sticky, noop_max=noop_max,
-                full_action_space=bool(cfg.full_action_space),
-                terminal_on_life_loss=bool(cfg.terminal_on_life_loss))
+                full_action_space=bool(own.full_action_space),
+                terminal_on_life_loss=bool(own.terminal_on_life_loss))
 
 
 def _benchmark(seconds: float = 3.0) -> None:
     """Print step rates on this machine (``python -m wmlab.envs.atari``)."""
-    import time
-
-    from wmlab.config import EnvConfig
+    from wmlab.config import env_config
 
     family = Atari()
     for grayscale in (True, False):
-        cfg = EnvConfig(name="atari:pong", obs="pixels", grayscale=grayscale, action_repeat=4,
-                        episode_steps=108_000)
+        cfg = env_config("atari:pong", obs="pixels", grayscale=grayscale, action_repeat=4,
+                         episode_steps=108_000)
         env = family.make("pong", cfg, seed=0)
-        td = env.reset()
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            _, td = env.step_and_maybe_reset(env.rand_action(td))
-            n += 1
-        sps = n / (time.perf_counter() - start)
+        sps = step_rate(env, seconds)
         print(f"pong grayscale={grayscale} action_repeat=4: {sps:.0f} policy steps/s "
               f"({4 * sps:.0f} frames/s)")
         env.close()

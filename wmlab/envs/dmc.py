@@ -44,11 +44,9 @@ import os
 # picks its GL backend (and PyOpenGL its platform) at import time.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import atexit  # noqa: E402
 import ctypes.util  # noqa: E402
-import threading  # noqa: E402
-import weakref  # noqa: E402
 from collections import OrderedDict  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 
@@ -87,38 +85,17 @@ from dm_env import specs as dm_specs  # noqa: E402
 from torchrl.envs import DMControlWrapper, InitTracker, TransformedEnv  # noqa: E402
 
 from wmlab.api import EnvSpecs  # noqa: E402
-from wmlab.envs import EnvFamily, base_env, check_frames, unknown_name_message  # noqa: E402
+from wmlab.envs import (EnvFamily, base_env, check_frames, close_at_exit,  # noqa: E402
+                        unknown_name_message)
 from wmlab.errors import EnvError  # noqa: E402
 
-__all__ = ["DMControl", "FrameRenderer"]
+__all__ = ["DMControl", "DMControlConfig", "FrameRenderer"]
 
 _OBS_KINDS = ("state", "pixels")
 
 
 # --------------------------------------------------------------------------------------
 # rendering
-
-
-#: every renderer still open; closed at exit before mujoco's EGL atexit hook terminates
-#: the display (otherwise their __del__ prints EGL errors at interpreter shutdown)
-_LIVE_RENDERERS: "weakref.WeakSet[FrameRenderer]" = weakref.WeakSet()
-_EXIT_HOOK_LOCK = threading.Lock()
-_exit_hook_registered = False
-
-
-def _close_live_renderers() -> None:
-    for renderer in list(_LIVE_RENDERERS):
-        renderer.close()
-
-
-def _register_exit_hook() -> None:
-    # atexit runs hooks last-in first-out; mujoco registers eglTerminate when the first
-    # GL context is created, so registering after that makes ours run before it.
-    global _exit_hook_registered
-    with _EXIT_HOOK_LOCK:
-        if not _exit_hook_registered:
-            atexit.register(_close_live_renderers)
-            _exit_hook_registered = True
 
 
 def _renderer_class():
@@ -176,8 +153,7 @@ class FrameRenderer:
             self._renderer = renderer_cls(model, size, size)
         except Exception as e:  # EGL/OSMesa init failures surface as several types
             raise EnvError(_gl_message(e)) from e
-        _register_exit_hook()
-        _LIVE_RENDERERS.add(self)
+        close_at_exit(self)
         if fast:
             flags = self._renderer.scene.flags
             flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
@@ -352,10 +328,22 @@ def _dm_env_of(env) -> _RepeatedDMC:
 # the family
 
 
+@dataclass
+class DMControlConfig:
+    """dm_control's keys of the ``env`` section (``env.camera=2``)."""
+
+    camera: int = 0
+    """Camera id used for pixels and videos (quadruped tasks use 2; -1 is MuJoCo's free
+    camera)."""
+    fast_render: bool = True
+    """Turn off shadows, reflections and multisampling (15-20x faster on CPU)."""
+
+
 class DMControl(EnvFamily):
     """dm_control suite tasks, named ``domain-task`` (``cheetah-run``, ``ball_in_cup-catch``)."""
 
     description = "DeepMind Control Suite (MuJoCo), names domain-task, e.g. cheetah-run"
+    Config = DMControlConfig
 
     def tasks(self) -> list[str]:
         """Every suite task (``dm_control.suite.ALL_TASKS``) as ``domain-task``, sorted."""
@@ -383,7 +371,9 @@ class DMControl(EnvFamily):
         when no GL backend can start.
         """
         self.validate(name)
-        obs_kind, repeat, policy_steps, image_size, camera = _check_cfg(name, cfg)
+        obs_kind, repeat, policy_steps, image_size = _check_cfg(name, cfg)
+        own = self.settings(cfg)
+        camera = int(own.camera)
         domain, task = name.split("-", 1)
         dm = suite.load(domain, task, task_kwargs={"random": int(seed)})
         # Rebuild the Environment around the same physics and task with a time limit
@@ -398,7 +388,7 @@ class DMControl(EnvFamily):
                            f"camera(s), ids 0..{ncam - 1} (-1 is MuJoCo's free camera)")
         inner = _RepeatedDMC(dm, repeat=repeat, policy_steps=policy_steps, obs_kind=obs_kind,
                              image_size=image_size, camera=camera,
-                             fast_render=bool(cfg.fast_render), name=name)
+                             fast_render=bool(own.fast_render), name=name)
         base = _TorchDMC(inner)
         base.set_seed(int(seed))  # same RandomState(seed) as suite.load's; no reset
         return TransformedEnv(base, InitTracker())
@@ -432,7 +422,7 @@ class DMControl(EnvFamily):
         return _dm_env_of(env).render(int(size))
 
 
-def _check_cfg(name: str, cfg: Any) -> tuple[str, int, int, int, int]:
+def _check_cfg(name: str, cfg: Any) -> tuple[str, int, int, int]:
     obs_kind = str(cfg.obs)
     if obs_kind not in _OBS_KINDS:
         raise EnvError(f"env.obs={obs_kind!r} is not supported by dm_control tasks: "
@@ -441,14 +431,14 @@ def _check_cfg(name: str, cfg: Any) -> tuple[str, int, int, int, int]:
         raise EnvError("env.grayscale=true is not supported by dm_control tasks (RGB pixels "
                        "only); it is an Atari setting")
     repeat, episode_steps, image_size = check_frames(cfg, name)
-    return obs_kind, repeat, episode_steps // repeat, image_size, int(cfg.camera)
+    return obs_kind, repeat, episode_steps // repeat, image_size
 
 
 def _benchmark(seconds: float = 3.0) -> None:
     """Print render and step rates on this machine (``python -m wmlab.envs.dmc``)."""
     import time
 
-    from wmlab.config import EnvConfig
+    from wmlab.config import env_config
 
     def rate(fn, seconds):
         fn()  # warm up (GL context, first frame)
@@ -460,14 +450,14 @@ def _benchmark(seconds: float = 3.0) -> None:
 
     family = DMControl()
     for fast in (True, False):
-        env = family.make("cheetah-run", EnvConfig(name="cheetah-run", fast_render=fast), seed=0)
+        env = family.make("cheetah-run", env_config("cheetah-run", fast_render=fast), seed=0)
         env.reset()
         inner = _dm_env_of(env)
         fps = rate(lambda: inner.render(64), seconds)
         print(f"render 64x64 fast_render={fast}: {fps:.0f} frames/s")
         env.close()
     for obs, fast in (("state", True), ("pixels", True), ("pixels", False)):
-        cfg = EnvConfig(name="cheetah-run", obs=obs, fast_render=fast)
+        cfg = env_config("cheetah-run", obs=obs, fast_render=fast)
         env = family.make("cheetah-run", cfg, seed=0)
         td = env.reset()
 
