@@ -162,11 +162,32 @@ class OnPolicyWithPrefill(OnPolicy):
         return DataSpec(batch_size=1, sequence_length=5, on_policy=True)
 
 
+class GoalPolicy(ConstantPolicy):
+    """Reads the whole observation (Policy.act_td) and records which entries it got."""
+
+    def act_td(self, obs, is_init):
+        RECORD["policy_keys"] = sorted(obs.keys())
+        return self.act(obs.get(keys.OBSERVATION), is_init)
+
+
 class NeedsGoals(Fake):
+    """Trains on relabelled transitions of a goal-conditioned env."""
+
     def data_spec(self) -> DataSpec:
         from wmlab.samplers import GoalRelabel
 
-        return DataSpec(batch_size=4, sampler=GoalRelabel(horizon_max=3), prefill_steps=0)
+        return DataSpec(batch_size=4, sampler=GoalRelabel(horizon_max=3), prefill_steps=40)
+
+    def make_policy(self, explore):
+        return GoalPolicy(self, lambda: 0.0)
+
+    def training_step(self, batch, batch_idx):
+        from wmlab.samplers import HORIZON
+
+        RECORD.setdefault("shapes", []).append(tuple(batch.batch_size))
+        RECORD["batch_keys"] = sorted(k for k in batch.keys() if isinstance(k, str))
+        RECORD.setdefault("horizons", []).append(batch.get(HORIZON)[:, 0])
+        self.fit_batch(batch.get(keys.OBSERVATION))
 
 
 FAKES = {"fake_windows": "Fake", "fake_onpolicy": "OnPolicy", "fake_collect": "CollectThenFit",

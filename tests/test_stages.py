@@ -111,6 +111,17 @@ def test_search_scored_by_the_method_takes_no_env_step(fakes):
     assert RECORD["strategy"] == {"generation": 3, "best": 3.0}
 
 
+def test_goal_relabelling_on_a_composite_observation(fakes):
+    """A gym env with a Dict observation: its goals are stored in every row, relabelled by
+    the sampler, and handed to the policy's act_td."""
+    env = "gym:gym_fixtures:wmlab_test/GoalPoint-v0"
+    assert main(["fit", "--method", "fake_goals", "--env", env, *BASE[2:], "run.steps=200"]) == 0
+    assert set(RECORD["shapes"]) == {(4, 2)}
+    assert {"achieved_goal", "desired_goal", "horizon", "observation"} <= set(RECORD["batch_keys"])
+    assert RECORD["policy_keys"] == ["achieved_goal", "desired_goal", "observation"]
+    assert int(torch.cat(RECORD["horizons"]).max()) <= 3
+
+
 # --- kill and resume in the middle of each stage kind ----------------------------------------
 
 

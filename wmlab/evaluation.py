@@ -36,8 +36,8 @@ def run_episode(env, policy, *, max_steps: int, render=None,
                 on_step=None) -> tuple[float, int, list[np.ndarray]]:
     """One episode with ``policy``; ``render(env)`` (if given) is called after every step,
     ``on_step()`` too."""
-    frames = [render(env)] if render else []
     td = env.reset()
+    frames = [render(env)] if render else []
     total, steps = 0.0, 0
     for steps in range(1, max_steps + 1):
         td = env.step(policy(td))
