@@ -39,7 +39,8 @@ with warnings.catch_warnings():  # importing collectors warns about renamed clas
     warnings.simplefilter("ignore", DeprecationWarning)
     from torchrl.collectors import Collector
 
-__all__ = ["EPISODE", "Collection", "RandomPolicy", "ReplayStream", "RolloutStream", "SwitchPolicy",
+__all__ = ["EPISODE", "CollectStream", "Collection", "RandomPolicy", "ReplayStream", "RolloutStream",
+           "StageData", "SwitchPolicy",
            "final_row", "make_collector", "make_replay", "sample", "stored_keys"]
 
 
@@ -198,7 +199,38 @@ class Collection:
         self._iter = None
 
 
-class ReplayStream(IterableDataset):
+class StageData:
+    """What the loop's clock asks of a stage's data: whether every env is at an episode end
+    (checkpoints wait for it), whether the env-step budget is spent, acting time."""
+
+    def __init__(self, collection: Collection | None, progress: Progress, budget: int):
+        self.collection, self.progress, self.budget = collection, progress, budget
+
+    @property
+    def at_episode_boundary(self) -> bool:
+        return self.collection is None or self.collection.at_episode_boundary
+
+    @property
+    def collect_seconds(self) -> float:
+        return self.collection.collect_seconds if self.collection is not None else 0.0
+
+    def budget_spent(self) -> bool:
+        return self.collection is not None and self.progress.stage_env_steps >= self.budget
+
+    def close(self) -> None:
+        if self.collection is not None:
+            self.collection.close()
+
+
+class CollectStream(StageData):
+    """A collect-only stage: :meth:`run` collects until the budget is spent."""
+
+    def run(self) -> None:
+        while not self.budget_spent():
+            self.collection.step()
+
+
+class ReplayStream(StageData, IterableDataset):
     """Replay batches at the data's train ratio (see the module docstring).
 
     ``collection`` is ``None`` for a stage that collects nothing; then ``stage.updates``
@@ -207,17 +239,11 @@ class ReplayStream(IterableDataset):
     def __init__(self, *, collection: Collection | None, replay: Replay, spec: DataSpec,
                  progress: Progress, stage: Stage, stage_env_steps: int, action_repeat: int,
                  transform: Callable | None = None):
-        super().__init__()
-        self.collection, self.replay, self.spec = collection, replay, spec
-        self.progress, self.stage = progress, stage
-        self.budget = stage_env_steps
+        super().__init__(collection, progress, stage_env_steps)
+        self.replay, self.spec, self.stage = replay, spec, stage
         self.repeat = action_repeat
         self.transform = transform
         self.prefill_policy_steps = math.ceil(spec.prefill_steps / action_repeat)
-
-    @property
-    def at_episode_boundary(self) -> bool:
-        return self.collection is None or self.collection.at_episode_boundary
 
     def updates_allowed(self) -> int:
         """Updates this stage's ratio allows after the policy steps collected so far."""
@@ -225,13 +251,6 @@ class ReplayStream(IterableDataset):
         stage_start = p.policy_steps - p.stage_env_steps // self.repeat
         learn_steps = p.policy_steps - max(self.prefill_policy_steps, stage_start)
         return math.floor(self.spec.train_ratio * learn_steps) if learn_steps > 0 else 0
-
-    def budget_spent(self) -> bool:
-        return self.collection is not None and self.progress.stage_env_steps >= self.budget
-
-    @property
-    def collect_seconds(self) -> float:
-        return self.collection.collect_seconds if self.collection is not None else 0.0
 
     def sample(self) -> TensorDictBase:
         return sample(self.replay, self.spec, self.transform)
@@ -253,32 +272,15 @@ class ReplayStream(IterableDataset):
             handed += 1
             yield self.sample()
 
-    def close(self) -> None:
-        if self.collection is not None:
-            self.collection.close()
 
-
-class RolloutStream(IterableDataset):
+class RolloutStream(StageData, IterableDataset):
     """On-policy data: one placeholder per rollout left in the stage's budget, filled by
     :meth:`fill` right before the update (see the module docstring)."""
 
     def __init__(self, *, collection: Collection, progress: Progress, stage_env_steps: int,
                  action_repeat: int):
-        super().__init__()
-        self.collection, self.progress = collection, progress
-        self.budget, self.repeat = stage_env_steps, action_repeat
+        super().__init__(collection, progress, stage_env_steps)
         self.rollout_frames = collection.envs * collection.steps * action_repeat
-
-    @property
-    def at_episode_boundary(self) -> bool:
-        return self.collection.at_episode_boundary
-
-    @property
-    def collect_seconds(self) -> float:
-        return self.collection.collect_seconds
-
-    def budget_spent(self) -> bool:
-        return self.progress.stage_env_steps >= self.budget
 
     def __iter__(self) -> Iterator[TensorDictBase]:
         left = self.budget - self.progress.stage_env_steps
@@ -290,6 +292,3 @@ class RolloutStream(IterableDataset):
         rollout = self.collection.step()
         batch.batch_size = rollout.batch_size
         batch.update(rollout.to(device))
-
-    def close(self) -> None:
-        self.collection.close()

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from wmlab import checkpoint, registry
 from wmlab.api import COLLECT, DataSpec, EnvSpecs, Method, Progress, Stage
-from wmlab.data import (Collection, RandomPolicy, ReplayStream, RolloutStream, SwitchPolicy, make_replay,
+from wmlab.data import (Collection, CollectStream, RandomPolicy, ReplayStream, RolloutStream, SwitchPolicy, make_replay,
                         num_envs, sample, stored_keys)
 from wmlab.errors import CheckpointError, ConfigError
 from wmlab.evaluation import EVAL_SEED_OFFSET, evaluate, seeded
@@ -494,33 +494,10 @@ def run_stage(run: Run, stage: Stage) -> None:
 
 def run_collect(run: Run, stage: Stage, bar: ProgressBar) -> None:
     """A stage that only collects (into the replay) until its env-step budget is spent."""
-    collection = make_collection(run, stage, stage_data(run, stage))
+    collection = make_collection(run, stage, stage_data(run, stage))  # (each step ticks the clock)
     collection.on_step.append(bar.refresh)
-    budget = stage_budget(run, stage)
-    run.stream = CollectOnly(collection, run.progress, budget)
-    while not run.stream.budget_spent():
-        collection.step()  # ticks the clock
-
-
-class CollectOnly:
-    """What the clock asks of a collect-only stage's data."""
-
-    def __init__(self, collection: Collection, progress: Progress, budget: int):
-        self.collection, self.progress, self.budget = collection, progress, budget
-
-    def budget_spent(self) -> bool:
-        return self.progress.stage_env_steps >= self.budget
-
-    @property
-    def at_episode_boundary(self) -> bool:
-        return self.collection.at_episode_boundary
-
-    @property
-    def collect_seconds(self) -> float:
-        return self.collection.collect_seconds
-
-    def close(self) -> None:
-        self.collection.close()
+    run.stream = CollectStream(collection, run.progress, stage_budget(run, stage))
+    run.stream.run()
 
 
 def run_gradient(run: Run, stage: Stage, bar: ProgressBar) -> None:
