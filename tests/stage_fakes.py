@@ -112,6 +112,22 @@ class CollectThenFit(Fake):
         self.fit_batch(batch.get(keys.OBSERVATION))
 
 
+class TwoStages(Fake):
+    """Collects and trains, then trains offline: records Adam's step count at every update,
+    which goes on across the stage change only if the optimizer state carries over."""
+
+    def data_spec(self) -> DataSpec:
+        return DataSpec(batch_size=4, sequence_length=1, train_ratio=0.5, prefill_steps=80)
+
+    def stages(self):
+        return [Stage("online"), Stage("offline", env_steps=0, updates=5)]
+
+    def training_step(self, batch, batch_idx):
+        self.fit_batch(batch.get(keys.OBSERVATION))
+        state = self.optimizers().optimizer.state[self.model.weight]
+        RECORD.setdefault("adam_steps", []).append((self.progress.stage, int(state["step"])))
+
+
 class Searcher(Fake):
     """Search stages: K constant-action candidates; a hill-climbing "strategy" whose state
     (generation, best) lives outside the module's tensors, so only the checkpoint hooks can
@@ -192,4 +208,4 @@ class NeedsGoals(Fake):
 
 FAKES = {"fake_windows": "Fake", "fake_onpolicy": "OnPolicy", "fake_collect": "CollectThenFit",
          "fake_search": "Searcher", "fake_modelsearch": "ModelSearcher",
-         "fake_prefill": "OnPolicyWithPrefill", "fake_goals": "NeedsGoals"}
+         "fake_prefill": "OnPolicyWithPrefill", "fake_goals": "NeedsGoals", "fake_two": "TwoStages"}

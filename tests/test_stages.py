@@ -89,6 +89,25 @@ def test_collect_only_stage_then_offline_updates(fakes):
     assert RECORD["policy_calls"] == 3 * 25  # only the evaluations used the method's policy
 
 
+def test_optimizer_state_carries_over_between_stages_and_resumes(fakes, monkeypatch):
+    assert fit("fake_two") == 0
+    steps = RECORD["adam_steps"]
+    online = [n for stage, n in steps if stage == "online"]
+    assert online == list(range(1, 41))  # 0.5 x (100 - 20) policy steps
+    assert [n for stage, n in steps if stage == "offline"] == list(range(41, 46))
+
+
+def test_optimizer_state_survives_a_kill_and_resume(fakes, monkeypatch):
+    undo = interrupt_collection_at(monkeypatch, 300)
+    assert fit("fake_two") == 130
+    saved = final_progress()["updates"]
+    assert saved > 0
+    undo()
+    RECORD.clear()
+    assert resume() == 0
+    assert [n for _, n in RECORD["adam_steps"]] == list(range(saved + 1, 46))
+
+
 @pytest.mark.parametrize("envs", [1, 2])
 def test_search_in_the_env_counts_candidates_env_steps(fakes, envs):
     assert fit("fake_search", f"run.envs={envs}") == 0
