@@ -1,9 +1,11 @@
-"""``wmlab fit``: assembles a run from factories and hands the loop to Lightning.
+"""``wmlab fit``: assembles a run from factories and runs its stages.
 
-The core builds the env, the method, the replay buffer and the tracker; each stage of
-the method is one ``Trainer.fit`` over a :class:`~wmlab.data.ReplayStream`. Core
-callbacks count updates, show progress, evaluate, checkpoint and report throughput.
-Nothing here knows any method by name.
+The core builds the envs, the method, the replay and the tracker, then runs each stage
+by its kind (:attr:`wmlab.api.Stage.kind`): a gradient stage is one ``Trainer.fit`` over
+a :class:`~wmlab.data.ReplayStream` or :class:`~wmlab.data.RolloutStream`, a collect-only
+stage a :class:`~wmlab.data.CollectStream`, a search stage generations of ask, score and
+tell. One :class:`Clock` in env steps evaluates, checkpoints and reports throughput in
+every kind. Nothing here knows any method by name.
 """
 
 from __future__ import annotations
