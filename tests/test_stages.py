@@ -185,6 +185,26 @@ def test_kill_and_resume_in_a_collect_only_stage(fakes, monkeypatch):
     assert p["env_steps"] == 200 and p["updates"] == 7 and p["stage"] == "fit"
 
 
+def test_kill_and_resume_in_an_offline_stage_starts_it_again(fakes, monkeypatch):
+    """Offline updates take no env step: the checkpoint at the stage boundary is where a
+    killed offline stage starts again."""
+    fit_batch = stage_fakes.CollectThenFit.fit_batch
+
+    def failing(self, obs):
+        if self.progress.stage_updates == 3:
+            raise KeyboardInterrupt
+        fit_batch(self, obs)
+
+    monkeypatch.setattr(stage_fakes.CollectThenFit, "fit_batch", failing)
+    assert fit("fake_collect") == 130
+    saved = final_progress()
+    assert saved["stage"] == "fit" and saved["stage_updates"] == 0 and saved["env_steps"] == 200
+    monkeypatch.setattr(stage_fakes.CollectThenFit, "fit_batch", fit_batch)
+    assert resume() == 0
+    p = final_progress()
+    assert p["updates"] == 7 and p["env_steps"] == 200
+
+
 def test_kill_and_resume_in_a_search_stage_keeps_the_search_state(fakes):
     RECORD["interrupt_at"] = 3
     assert fit("fake_search") == 130

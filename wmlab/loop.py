@@ -647,6 +647,9 @@ def train(run: Run, resume: tuple[Path, dict] | None = None) -> dict[str, Any]:
         run.progress.stage_env_steps = 0
         run.progress.stage_updates = 0
         run.progress.stage_generations = 0
+        run.progress.stage = stages[run.progress.stage_index].name
+        if process_rank() == 0 and cfg.checkpoint.every > 0:  # a resume starts the next stage
+            save_checkpoint(run, None)
     summary = {"env_steps": run.progress.env_steps, "updates": run.progress.updates,
                "episodes": run.progress.episodes}
     if process_rank() > 0:  # rank 0 evaluates, checkpoints and logs the model
