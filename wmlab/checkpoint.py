@@ -28,7 +28,10 @@ import torch
 from wmlab.errors import CheckpointError
 
 FORMAT = "wmlab-checkpoint"
-VERSION = 1
+VERSION = 2
+#: format 2 stores the replay as wmlab's episode-indexed rows (wmlab.replay); format 1 held
+#: torchrl's TensorDictReplayBuffer dump
+REPLAY_SINCE = 2
 STATE = "state.pt"
 REPLAY = "replay"
 LATEST = "latest"
@@ -118,11 +121,15 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Pa
     return ckpt, state
 
 
-def load_replay(ckpt: Path, replay) -> bool:
-    """Fill ``replay`` from a checkpoint; False if the checkpoint holds no replay."""
+def load_replay(ckpt: Path, replay, version: int = VERSION) -> bool:
+    """Fill ``replay`` from a checkpoint of format ``version``; False if it holds no replay."""
     folder = ckpt / REPLAY
     if not folder.exists():
         return False
+    if version < REPLAY_SINCE:
+        raise CheckpointError(f"{ckpt} holds a replay buffer in an older format (checkpoint format "
+                              f"{version}); resume it with the wmlab that wrote it, or evaluate it "
+                              f"with `wmlab eval`, which needs no replay")
     try:
         replay.loads(folder)
     except Exception as e:

@@ -425,7 +425,7 @@ def restore(run: Run, ckpt: Path, state: dict[str, Any]) -> None:
     restore_weights(run, ckpt, state)
     run.progress.load_state_dict(state["progress"])
     checkpoint.set_rng_state(state["rng"])
-    if not checkpoint.load_replay(ckpt, run.replay):
+    if not checkpoint.load_replay(ckpt, run.replay, state.get("version", 1)):
         log.warning("%s holds no replay buffer; resuming with an empty one", ckpt)
     run.optimizer_states = state.get("optimizers", [])
 
