@@ -175,3 +175,7 @@ def test_her_baseline_runs_and_logs_goal_metrics(capsys):
     metrics = run.data.metrics
     assert {"eval/final_distance", "eval/success_rate", "train/loss/critic"} <= set(metrics)
     assert 0 <= metrics["eval/success_rate"] <= 1 and metrics["eval/final_distance"] > 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", run.info.run_id, "--episodes", "2", "--no-video"]) == 0
+    out = capsys.readouterr().out
+    assert "over 2 episodes, final_distance" in out and "success_rate" in out, out
