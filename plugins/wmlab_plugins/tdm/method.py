@@ -64,6 +64,9 @@ class TDM(Method):
             raise ConfigError(f"tdm needs a goal-conditioned env with observation entries "
                               f"{ACHIEVED} and {DESIRED} (e.g. --env goal:reacher); {specs.name} "
                               f"lacks {', '.join(missing)}")
+        if specs.extra_obs[ACHIEVED].shape != specs.extra_obs[DESIRED].shape:
+            raise ConfigError(f"tdm needs {ACHIEVED} and {DESIRED} of one shape; {specs.name}'s: "
+                              f"{specs.extra_obs[ACHIEVED].shape}, {specs.extra_obs[DESIRED].shape}")
         if cfg.variant not in VARIANTS:
             raise ConfigError(f"method.variant={cfg.variant!r}; valid: {', '.join(VARIANTS)}")
         if cfg.her_reward not in HER_REWARDS:
@@ -76,7 +79,7 @@ class TDM(Method):
         self.vectorized = cfg.variant == "tdm"
         self.max_tau = cfg.max_tau if self.vectorized else 0
         goal_dim = specs.extra_obs[DESIRED].shape[-1]
-        in_dim = specs.obs_dim + specs.extra_obs[ACHIEVED].shape[-1] + goal_dim + 1
+        in_dim = specs.obs_dim + 3 * goal_dim + 1
         self.nets = ActorCritic(in_dim=in_dim, action_dim=specs.action_dim, goal_dim=goal_dim,
                                 hidden=cfg.hidden, layers=cfg.layers, vectorized=self.vectorized)
         self.register_buffer("action_low", specs.action_low.float().reshape(-1), persistent=False)
@@ -144,7 +147,7 @@ class TDM(Method):
 
     # --- acting -------------------------------------------------------------------------
     def inputs(self, obs: TensorDictBase, goal: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        """Network input ``[B, D + 2G + 1]`` from observation entries ``obs [B]``."""
+        """Network input ``[B, D + 3G + 1]`` from observation entries ``obs [B]``."""
         return goal_input(obs.get(keys.OBSERVATION).float(), obs.get(ACHIEVED).float(),
                           goal.float(), tau, self.max_tau)
 

@@ -1,8 +1,8 @@
 """TDM networks: a goal- and horizon-conditioned Q-function and deterministic policy.
 
-Tensors in and out. Every network reads ``x = [observation, achieved goal, goal, tau]``
-(``[B, D + 2G + 1]``, built by :func:`goal_input`); the Q-function also the action scaled to
-[-1, 1].
+Tensors in and out. Every network reads ``x = [observation, achieved goal, goal, goal -
+achieved goal, tau]`` (``[B, D + 3G + 1]``, built by :func:`goal_input`); the Q-function also
+the action scaled to [-1, 1].
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from wmlab.nets import ema_update_, mlp, set_requires_grad_
 
 def goal_input(obs: torch.Tensor, achieved: torch.Tensor, goal: torch.Tensor,
                tau: torch.Tensor, max_tau: int) -> torch.Tensor:
-    """``[B, D + 2G + 1]``: the inputs side by side, tau scaled to [0, 1] by ``max_tau``."""
+    """``[B, D + 3G + 1]``: the inputs side by side, tau scaled to [0, 1] by ``max_tau``. The
+    goal's offset from the achieved goal is given too (rlkit's ``TdmPolicy`` names it as the
+    input it means to give): without it, small nets on a short budget learn a
+    goal-independent posture first (Reacher: the arm folded at the centre of the targets)."""
     scaled = tau.to(obs.dtype).unsqueeze(-1) / max(max_tau, 1)
-    return torch.cat([obs, achieved, goal, scaled], -1)
+    return torch.cat([obs, achieved, goal, goal - achieved, scaled], -1)
 
 
 class GoalQ(nn.Module):
