@@ -67,7 +67,9 @@ class TDMConfig:
     her_reward: str = "dense"
     """``her`` variant only: ``dense``, minus the Euclidean distance of the next achieved
     goal to the goal (times ``reward_scale``), the reward TDM's target is built from;
-    ``sparse``, -1 unless within ``her_tolerance`` (HER's own reward), then 0."""
+    ``sparse``, -1 unless within ``her_tolerance`` (HER's own reward), then 0. Which of the
+    two the paper's baseline used is not in the sources above; wmlab's default gives both
+    methods the same distances to learn from."""
     her_tolerance: float = 0.05
     """``her`` variant with a sparse reward: the distance that counts as reaching the goal."""
     her_discount: float = 0.98

@@ -35,9 +35,10 @@ class TDM(Method):
     Departures from the authors' code (see also ``config.py``): Gaussian instead of
     Ornstein-Uhlenbeck exploration noise; a uniformly random prefill before the first update;
     no input normalisation (rlkit's optional ``TdmNormalizer``), tau scaled by max_tau as an
-    input; no penalty on the policy's pre-activations; the HER baseline's reward is
-    documented in ``config.py`` (``her_reward``).
-    """
+    input, and the goal's offset from the achieved goal as an input beside both; no penalty
+    on the policy's pre-activations; the HER baseline's reward is documented in ``config.py``
+    (``her_reward``). The small-scale preset ``tdm-goal-reacher-small`` also uses faster
+    learning rates and fewer updates per step than the paper (see that file)."""
 
     Config = TDMConfig
     example_env = "goal:reacher"
