@@ -14,6 +14,8 @@ from wmlab.envs.goal import Goal
 from wmlab.envs.gym import GymnasiumTorchEnv
 from wmlab.evaluation import evaluate
 
+from test_gym import make as make_env
+
 torch.set_num_threads(1)
 
 
@@ -22,10 +24,8 @@ def family() -> Goal:
     return Goal()
 
 
-def make(family, task, seed=0, **kw):
-    cfg = env_config(f"goal:{task}", **kw)
-    env = family.make(task, cfg, seed=seed)
-    return env, family.specs(env, cfg)
+def make(family, task, **kw):
+    return make_env(family, task, prefix="goal", **kw)
 
 
 def test_registered_with_its_tasks_and_keys():
