@@ -34,17 +34,19 @@ def steps_of(run, key):
 @pytest.mark.parametrize("name", METHODS)
 def test_fit_smoke(name, capsys):
     # from states: the pixel path has its own smoke test below (conv nets cost about 1 s per
-    # update on a CPU even at debug sizes)
-    assert main(["fit", "--method", name, "--env", ENV, "--preset", "debug", "env.obs=state"]) == 0
+    # update on a CPU even at debug sizes); a method that needs a kind of env names one
+    cls = registry.load_method(name)[0]
+    env = cls.example_env or ENV
+    assert main(["fit", "--method", name, "--env", env, "--preset", "debug", "env.obs=state"]) == 0
     run = only_run()
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == f"{name}-{ENV}-s1"
+    assert run.info.run_name == f"{name}-{env}-s1"
     tags = run.data.tags
-    assert tags["wmlab.method"] == name and tags["wmlab.env"] == ENV and tags["wmlab.seed"] == "1"
+    assert tags["wmlab.method"] == name and tags["wmlab.env"] == env and tags["wmlab.seed"] == "1"
     assert tags["wmlab.plugin"] and tags["wmlab.plugin_version"]
     from wmlab.config import compose, flatten
 
-    cfg = compose(name, registry.load_method(name)[0], ENV, presets=["debug"], overrides=["env.obs=state"])
+    cfg = compose(name, cls, env, presets=["debug"], overrides=["env.obs=state"])
     assert run.data.params == {k: str(v) for k, v in flatten(cfg).items()}  # the resolved config
     metrics = run.data.metrics
     assert "eval/episode_return" in metrics and "collect/episode_return" in metrics

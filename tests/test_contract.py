@@ -1,6 +1,7 @@
 """The plugin contract, checked over every registered method (built-in or installed)."""
 
 import dataclasses
+import functools
 import inspect
 
 import pytest
@@ -15,15 +16,15 @@ METHODS = registry.names(registry.METHODS)
 ENV = "cartpole-swingup"
 
 
-@pytest.fixture(scope="module")
-def env_and_specs():
-    from omegaconf import OmegaConf
+@functools.cache
+def env_and_specs(name: str = ENV):
+    """An env and its specs, made once per name (``ENV``, or a method's ``example_env``)."""
+    from wmlab.config import env_config
 
-    from wmlab.config import EnvConfig
-
-    family, _ = registry.load_env_family("dmc")
-    cfg = OmegaConf.structured(EnvConfig(name=ENV, episode_steps=100))
-    env = family.make(split_family(ENV)[1], cfg, seed=0)
+    family_name, task = split_family(name)
+    family, _ = registry.load_env_family(family_name)
+    cfg = env_config(name, episode_steps=100)
+    env = family.make(task, cfg, seed=0)
     return env, family.specs(env, cfg)
 
 
@@ -55,10 +56,11 @@ def test_declaration(name):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_build_act_and_save(name, env_and_specs):
-    env, specs = env_and_specs
+def test_build_act_and_save(name):
     cls, _ = registry.load_method(name)
-    cfg = compose(name, cls, ENV, presets=["debug"])
+    env_name = cls.example_env or ENV  # a method that needs a kind of env names one
+    env, specs = env_and_specs(env_name)
+    cfg = compose(name, cls, env_name, presets=["debug"])
     method = cls(cfg.method, specs)
     spec = method.data_spec()
     assert isinstance(spec, DataSpec) and spec.batch_size > 0 and spec.sequence_length >= 1

@@ -28,8 +28,9 @@ def family() -> Gym:
     return Gym()
 
 
-def make(family, task, seed=0, **kw):
-    cfg = env_config(f"gym:{task}", **kw)
+def make(family, task, seed=0, prefix="gym", **kw):
+    """The env of ``prefix:task`` made by ``family`` with ``env`` keys ``kw``, and its specs."""
+    cfg = env_config(f"{prefix}:{task}", **kw)
     env = family.make(task, cfg, seed=seed)
     return env, family.specs(env, cfg)
 

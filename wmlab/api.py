@@ -265,6 +265,9 @@ class Method(L.LightningModule):
       {"action_repeat": 8}}}``), applied right after the method defaults; a glob without
       a family (``*``) matches dm_control tasks only, ``atari:*`` another family's.
       ``observations``: the observation kinds it can learn from.
+      ``example_env``: an env it runs on, for checks that run every method (the contract
+      test, the CLI smoke run); ``None``: any env (they use ``cartpole-swingup``). A method
+      that needs a kind of env (goal-conditioned, discrete actions) names one here. (API 1.1)
       ``api_version``: the contract version it was built for.
     """
 
@@ -273,6 +276,7 @@ class Method(L.LightningModule):
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     env_presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     observations: ClassVar[tuple[str, ...]] = ("state",)
+    example_env: ClassVar[str | None] = None
 
     def __init__(self, cfg: Any, specs: EnvSpecs):
         super().__init__()

@@ -202,12 +202,14 @@ def cmd_eval(args) -> int:
     run = loop.build(cfg, state["method"], method_cls=cls, plugin=plugin)
     loop.restore_weights(run, ckpt, state)
     policy = run.method.make_policy(explore=False)
+    policy.obs_keys = loop.obs_keys(run.specs)
     render = None if args.no_video else (lambda env: run.family.render(env, cfg.env.image_size))
     result = seeded(lambda: evaluate(run.eval_env, policy, episodes=cfg.eval.episodes,
                                      max_steps=run.specs.episode_policy_steps, seed=cfg.run.seed,
-                                     render=render), cfg.run.seed)
+                                     render=render, metrics=loop.eval_metrics(run)), cfg.run.seed)
+    extra = "".join(f", {k} {v:.3g}" for k, v in result.metrics.items())
     print(f"{state['method']} on {state['env']} ({ckpt}, {state['progress']['env_steps']} env steps): "
-          f"return {result.mean:.1f} +- {result.std:.1f} over {len(result.returns)} episodes")
+          f"return {result.mean:.1f} +- {result.std:.1f} over {len(result.returns)} episodes{extra}")
     if result.frames is not None:
         path = Path(args.video or f"eval-{state['method']}-{state['env']}.mp4")
         write_mp4(np.asarray(result.frames), path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import time
 
@@ -22,6 +22,9 @@ class EvalResult:
     lengths: list[int]
     frames: np.ndarray | None
     """``[T, H, W, 3]`` uint8 frames of the first episode, if a video was asked for."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The mean over the episodes of each metric the ``metrics`` function of
+    :func:`evaluate` returned (e.g. a goal task's final distance)."""
 
     @property
     def mean(self) -> float:
@@ -32,10 +35,10 @@ class EvalResult:
         return float(np.std(self.returns))
 
 
-def run_episode(env, policy, *, max_steps: int, render=None,
-                on_step=None) -> tuple[float, int, list[np.ndarray]]:
+def run_episode(env, policy, *, max_steps: int, render=None, on_step=None,
+                on_end=None) -> tuple[float, int, list[np.ndarray]]:
     """One episode with ``policy``; ``render(env)`` (if given) is called after every step,
-    ``on_step()`` too."""
+    ``on_step()`` too, ``on_end(td)`` with the last step's data."""
     td = env.reset()
     frames = [render(env)] if render else []
     total, steps = 0.0, 0
@@ -46,32 +49,43 @@ def run_episode(env, policy, *, max_steps: int, render=None,
             frames.append(render(env))
         if on_step is not None:
             on_step()
-        if bool(td.get(keys.DONE).any()):
+        if bool(td.get(keys.DONE).any()) or steps == max_steps:
             break
         td = step_mdp(td)
+    if on_end is not None:
+        on_end(td)
     return total, steps, frames
 
 
 def evaluate(env, policy, *, episodes: int, max_steps: int, seed: int, render=None,
-             progress=None) -> EvalResult:
+             progress=None, metrics=None) -> EvalResult:
     """Mean return of ``episodes`` episodes; the env is reseeded so every evaluation of a
     run sees the same initial states. ``render`` records the first episode.
     ``progress(episode, steps, ret, seconds)`` is told of every policy step (``ret`` None)
-    and of every finished episode."""
+    and of every finished episode. ``metrics(td)`` (an env family's
+    :meth:`~wmlab.envs.EnvFamily.eval_metrics` of the env) maps the last step of an episode
+    to ``{name: value}``; their means over the episodes are in :attr:`EvalResult.metrics`."""
     env.set_seed(seed + EVAL_SEED_OFFSET)
     returns, lengths, video = [], [], None
+    seen: dict[str, list[float]] = {}
+
+    def on_end(td):
+        for name, value in (metrics(td) if metrics is not None else {}).items():
+            seen.setdefault(name, []).append(float(value))
+
     for i in range(episodes):
         start = time.perf_counter()
         on_step = (lambda: progress(i, 0, None, 0.0)) if progress is not None else None  # noqa: B023
         ret, length, frames = run_episode(env, policy, max_steps=max_steps,
-                                          render=render if i == 0 else None, on_step=on_step)
+                                          render=render if i == 0 else None, on_step=on_step,
+                                          on_end=on_end)
         if progress is not None:
             progress(i, length, ret, time.perf_counter() - start)
         returns.append(ret)
         lengths.append(length)
         if frames:
             video = np.stack(frames)
-    return EvalResult(returns, lengths, video)
+    return EvalResult(returns, lengths, video, {k: float(np.mean(v)) for k, v in seen.items()})
 
 
 def seeded(fn, seed: int):

@@ -327,6 +327,15 @@ class EvalProgress:
         self.bar.close()
 
 
+def eval_metrics(run: Run):
+    """The env family's metrics of an evaluation episode from its last step
+    (:meth:`wmlab.envs.EnvFamily.eval_metrics`; a family without any has none)."""
+    family_metrics = getattr(run.family, "eval_metrics", None)
+    if family_metrics is None:  # (a family written before the hook existed)
+        return None
+    return lambda td: family_metrics(run.eval_env, td)
+
+
 def evaluate_now(run: Run) -> float:
     cfg = run.cfg
     policy = run.method.make_policy(explore=False)
@@ -339,13 +348,13 @@ def evaluate_now(run: Run) -> float:
     try:
         result = seeded(lambda: evaluate(run.eval_env, policy, episodes=cfg.eval.episodes,
                                          max_steps=max_steps, seed=cfg.run.seed, render=render,
-                                         progress=progress),
+                                         progress=progress, metrics=eval_metrics(run)),
                         cfg.run.seed + run.progress.env_steps)
     finally:
         progress.close()
     step = run.progress.env_steps
-    run.tracker.log_metrics({"eval/episode_return": result.mean, "eval/episode_return_std": result.std},
-                            step=step)
+    run.tracker.log_metrics({"eval/episode_return": result.mean, "eval/episode_return_std": result.std,
+                             **{f"eval/{k}": v for k, v in result.metrics.items()}}, step=step)
     if result.frames is not None:
         run.tracker.log_video(result.frames, name="eval", step=step)
     spec = run.data_spec

@@ -212,6 +212,14 @@ class EnvFamily:
         """
         raise NotImplementedError
 
+    def eval_metrics(self, env: Any, last: Any) -> dict[str, float]:
+        """Metrics of one evaluation episode besides its return, from its last step:
+        ``last`` is the step TensorDict of the episode's last policy step (its ``"next"``
+        entries hold the final observation, e.g. a goal task's ``achieved_goal`` and
+        ``desired_goal``), ``env`` the eval env that ran it. The evaluation logs the mean
+        over its episodes of each as ``eval/<name>``. Optional: none by default."""
+        return {}
+
 
 def _plain(value: Any) -> Any:
     """OmegaConf containers as plain dicts and lists, anything else as it is."""

@@ -401,7 +401,7 @@ class Gym(EnvFamily):
         if obs_kind not in ("state", "pixels"):
             raise EnvError(f"env.obs={obs_kind!r} is not supported by gym envs: use state or pixels")
         repeat, episode_steps, image_size = check_frames(cfg, f"gym:{name}")
-        env = _make_gym(name, dict(own.kwargs))
+        env = self.make_gym(name, dict(own.kwargs))
         try:
             frames = min(episode_steps, env.spec.max_episode_steps or episode_steps)
             if frames < repeat:
@@ -417,6 +417,11 @@ class Gym(EnvFamily):
             raise
         torch_env.set_seed(int(seed))
         return TransformedEnv(torch_env, InitTracker())
+
+    def make_gym(self, name: str, kwargs: dict[str, Any]):
+        """The gymnasium env of task ``name`` (``env.kwargs`` as ``kwargs``) that :meth:`make`
+        wraps; a family built on this one (``goal``) returns a wrapped env here."""
+        return _make_gym(name, kwargs)
 
     def specs(self, env, cfg) -> EnvSpecs:
         """:class:`EnvSpecs` of an env built by :meth:`make` with ``cfg``."""
