@@ -15,6 +15,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # parallel workers: one torch thread 
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Learning checks (minutes each) first: with the README's one-test-at-a-time parallel
+    scheduling the long runs start at once and the short tests fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cwd(tmp_path, monkeypatch):
     """Run in a temporary folder so ./mlflow and ./checkpoints never touch the repository."""
