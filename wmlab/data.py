@@ -120,21 +120,14 @@ def final_row(td: TensorDictBase, row: TensorDictBase) -> TensorDictBase:
     the time limit): the observation after the last action, zero action and reward, the
     episode's ``done``/``terminated``/``truncated`` flags, in the same episode as ``row``."""
     last = row.clone()
-    for key in row.keys():
-        if key in (keys.OBSERVATION,) or not isinstance(key, str) or key == EPISODE:
-            continue
-        nxt = td.get((keys.NEXT, key), None)
-        if nxt is not None and key not in (keys.ACTION, keys.IS_INIT):
-            last.set(key, nxt)  # extra observation entries of the final state
-    last.set(keys.OBSERVATION, td.get((keys.NEXT, keys.OBSERVATION)))
+    for key in row.keys():  # the observation entries of the final state
+        if key not in (keys.ACTION, keys.IS_INIT, keys.NEXT, EPISODE):
+            last.set(key, td.get((keys.NEXT, key)))
     last.set(keys.ACTION, torch.zeros_like(row.get(keys.ACTION)))
     last.set(keys.IS_INIT, torch.zeros_like(row.get(keys.IS_INIT)))
     last.set(keys.REWARD, torch.zeros_like(row.get(keys.REWARD)))
     return last
 
-
-#: the name earlier versions used (terminated episodes only)
-terminal_row = final_row
 
 
 class Collection:

@@ -14,13 +14,14 @@ stored: within a trajectory ``o_{t+1}`` is row ``t+1``'s ``OBSERVATION``, so eve
 frame is stored once. A sampled sequence of length ``L`` therefore holds ``L``
 observations and ``L - 1`` usable transitions ``(o_t, a_t, r_t, o_{t+1})``.
 
-An episode that ends by *termination* (the task is over, not merely out of time) gets
-one more row after its last policy step: the *terminal row*, whose ``OBSERVATION`` is the
-final frame o_T, with a zero ``ACTION``, zero ``REWARD`` and ``DONE``/``TERMINATED`` set
-(the last policy step's row has ``TERMINATED`` set as well). So the transition into a
-terminal state is stored like any other, and a model can learn that o_T ends the episode.
-Terminal rows are not policy steps (counters skip them); an episode cut by the time limit
-(``TRUNCATED``) has none, because it could have gone on.
+Every finished episode gets one more row after its last policy step: the *final row*,
+whose ``OBSERVATION`` (and extra observation entries) is the final frame o_T, with a zero
+``ACTION``, zero ``REWARD`` and the episode's ``DONE``/``TERMINATED``/``TRUNCATED`` flags
+(the last policy step's row has them as well). After a *termination* (the task is over)
+the transition into the terminal state is stored like any other, and a model can learn
+that o_T ends the episode; after the time limit (``TRUNCATED``, not ``TERMINATED``) the
+last transition can still be bootstrapped from o_T. Final rows are not policy steps
+(counters skip them).
 
 Observations are float vectors for state-based envs and ``uint8`` images ``[C, H, W]``
 (RGB, or one grayscale channel) for pixel envs (methods scale images themselves, see

@@ -244,9 +244,6 @@ class Ticks(Callback):
         self.run.clock.tick(trainer)
 
 
-#: the name earlier versions used for the update counter
-Counters = Ticks
-
 
 class FillRollout(Callback):
     """Collects the rollout an on-policy update trains on, right before the update."""

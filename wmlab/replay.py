@@ -19,7 +19,6 @@ Logical positions: in ring ``e``, position ``0`` is the oldest stored row and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -208,7 +207,3 @@ class Replay:
             self._allocate(rows[0].exclude(EPISODE))
             self.data[self._used_slots().to(self.device)] = rows.to(self.device)
         self.close_episodes()
-
-    def describe(self) -> str:
-        return json.dumps({"envs": self.envs, "ring": self.ring, "rows": len(self),
-                           "episodes": self.next_episode})
