@@ -31,7 +31,7 @@ def make(family, task, **kw):
 def test_registered_with_its_tasks_and_keys():
     family, _ = registry.load_env_family("goal")
     assert isinstance(family, Goal)
-    assert family.tasks() == ["cheetah-velocity", "reacher"]
+    assert family.tasks() == ["cheetah-velocity", "point-maze", "pusher", "reacher"]
     cfg = env_config("goal:reacher", tolerance=0.1)
     assert cfg.tolerance == 0.1 and "kwargs" in cfg  # the gym family's keys too
 
@@ -64,6 +64,60 @@ def test_cheetah_velocity_draws_a_goal_per_episode(family):
     assert float(td["next", "achieved_goal"]) == pytest.approx(mujoco_env.data.qvel[0], abs=1e-5)
     assert float(td["next", "reward"]) == pytest.approx(
         -abs(float(td["next", "achieved_goal"]) - float(td["next", "desired_goal"])), abs=1e-5)
+    env.close()
+
+
+def test_pusher_goal_moves_every_episode_and_the_object_is_the_achieved_goal(family):
+    env, specs = make(family, "pusher", action_repeat=1)
+    assert specs.obs_shape == (20,) and specs.episode_policy_steps == 100
+    mujoco_env = base_env(env, GymnasiumTorchEnv, "goal").gym_env.unwrapped
+    goals = []
+    for _ in range(4):
+        td = env.reset()
+        np.testing.assert_allclose(td["achieved_goal"], mujoco_env.get_body_com("object")[:2], atol=1e-5)
+        np.testing.assert_allclose(td["desired_goal"], mujoco_env.get_body_com("goal")[:2], atol=1e-5)
+        assert float(torch.linalg.vector_norm(td["achieved_goal"] - td["desired_goal"])) > 0.17
+        goals.append(td["desired_goal"])
+    assert len({tuple(g.tolist()) for g in goals}) == 4  # a new goal each episode, not Pusher-v5's one
+    td = env.rand_step(td)
+    assert float(td["next", "reward"]) == pytest.approx(-float(torch.linalg.vector_norm(
+        td["next", "achieved_goal"] - td["next", "desired_goal"])), abs=1e-5)
+    env.close()
+
+
+def test_point_maze_keeps_the_env_goals_and_pays_minus_the_distance(family):
+    env, specs = make(family, "point-maze", action_repeat=1)
+    assert specs.obs_shape == (4,) and specs.extra_obs["desired_goal"].shape == (2,)
+    assert specs.episode_policy_steps == 300
+    td = env.rand_step(env.reset())
+    np.testing.assert_allclose(td["next", "achieved_goal"], td["next", "observation"][:2], atol=1e-6)
+    assert float(td["next", "reward"]) == pytest.approx(-float(torch.linalg.vector_norm(
+        td["next", "achieved_goal"] - td["next", "desired_goal"])), abs=1e-5)
+    assert base_env(env, GymnasiumTorchEnv, "goal").gym_env.tolerance == 0.45
+    env.close()
+
+
+def test_a_missing_task_package_is_one_line_naming_it(family, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gymnasium_robotics", None)  # import fails
+    assert main(["fit", "--method", "tdm", "--env", "goal:point-maze", "--preset", "debug"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install gymnasium-robotics" in err, err
+
+
+def test_velocity_videos_show_the_goal_on_a_gauge(family):
+    env, _ = make(family, "cheetah-velocity", action_repeat=1)
+    td = env.reset()
+    frame = family.render(env, 64)
+    goal = float(td["desired_goal"])
+    tick = int(round(goal / 3.0 * 63))
+    assert tuple(frame[0, tick]) == (230, 30, 30)  # the red tick at the goal's place of 0..3 m/s
+    assert frame.shape == (64, 64, 3)
+    env.close()
+    env, _ = make(family, "reacher", action_repeat=1)
+    env.reset()
+    assert not (family.render(env, 64)[0] == (230, 30, 30)).all(-1).any()  # the sim draws this goal
     env.close()
 
 

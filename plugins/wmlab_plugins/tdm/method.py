@@ -48,14 +48,24 @@ class TDM(Method):
                              "prefill_steps": 100}},
     }
     env_presets = {
-        # Reacher-v5: 50 steps an episode; max tau 10 and the examples' cheetah settings with
-        # fewer updates per step (2 instead of 25) to fit CPU budgets
+        # the 7-DoF reacher example's settings [max tau 10, reward scale 100, 25 updates per
+        # step] with fewer updates per step (2) to fit CPU budgets; Reacher-v5: 50 steps
         "goal:reacher": {"env": {"action_repeat": 1}, "run": {"steps": 50_000},
                          "eval": {"every": 2500, "episodes": 20},
-                         "method": {"updates_per_step": 2.0}},
+                         "method": {"max_tau": 10, "reward_scale": 100.0, "updates_per_step": 2.0}},
+        # the same arm's example settings for the pusher (the paper's pusher is not among
+        # the examples): max tau 10, reward scale 100, 25 updates per step; 100-step episodes
+        "goal:pusher": {"env": {"action_repeat": 1}, "run": {"steps": 200_000},
+                        "eval": {"every": 5000, "episodes": 20},
+                        "method": {"max_tau": 10, "reward_scale": 100.0}},
         # the examples' cheetah settings [max tau 10, reward scale 10, 25 updates per step]
         "goal:cheetah-velocity": {"env": {"action_repeat": 1}, "run": {"steps": 100_000},
                                   "eval": {"every": 5000, "episodes": 5}},
+        # not in the paper: a navigation task, given the ant-position example's settings
+        # [max tau 49, reward scale 10, 5 updates per step]; 300-step episodes
+        "goal:point-maze": {"env": {"action_repeat": 1}, "run": {"steps": 200_000},
+                            "eval": {"every": 5000, "episodes": 20},
+                            "method": {"max_tau": 49, "updates_per_step": 5.0}},
     }
 
     def __init__(self, cfg, specs: EnvSpecs):

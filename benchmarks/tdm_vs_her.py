@@ -1,0 +1,148 @@
+"""TDM against its DDPG + HER baseline on one goal task, with the same budget and seeds.
+
+The comparison of Pong et al. 2018 (arXiv 1802.09081, Figure 2) at a small scale: for each
+seed, ``wmlab fit --method tdm`` and ``wmlab fit --method tdm method.variant=her`` with the
+same preset and budget, evaluated every ``--every`` env steps over ``--episodes`` episodes.
+Prints the eval final distance to the goal (mean and std over seeds) and the success rate
+of both against env steps, beside a uniformly random policy's on the same eval episodes.
+
+Each run logs into its own MLflow store under ``--out`` (``<out>/<variant>-seed<N>/mlflow``;
+``wmlab ui --uri sqlite:///<that folder>/mlflow.db`` shows it), with its console output in
+``<out>/<variant>-seed<N>.log``. Runs go ``--jobs`` at a time, one torch thread each.
+
+Usage:
+    python benchmarks/tdm_vs_her.py                                  # goal:reacher, seeds 1-3
+    python benchmarks/tdm_vs_her.py --seeds 1 2 3 4 5 --steps 20000
+    python benchmarks/tdm_vs_her.py --env goal:pusher --preset tdm-goal-pusher-small --steps 60000
+    python benchmarks/tdm_vs_her.py method.hidden=300             # any config override, both runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+VARIANTS = ("tdm", "her")
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--env", default="goal:reacher")
+    ap.add_argument("--preset", default="tdm-goal-reacher-small")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--steps", type=int, default=10_000, help="env steps of every run")
+    ap.add_argument("--every", type=int, default=1000, help="env steps between evaluations")
+    ap.add_argument("--episodes", type=int, default=20, help="episodes of every evaluation")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmark-runs/tdm-vs-her"))
+    ap.add_argument("overrides", nargs="*", help="config overrides given to every run")
+    return ap.parse_args()
+
+
+def run_dir(args, variant: str, seed: int) -> pathlib.Path:
+    return (args.out / f"{variant}-seed{seed}").resolve()
+
+
+def fit(args, variant: str, seed: int) -> float:
+    """One ``wmlab fit`` in a subprocess (its own store and checkpoints); its wall seconds."""
+    folder = run_dir(args, variant, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "wmlab.cli", "fit", "--method", "tdm", "--env", args.env,
+            "--preset", args.preset, f"method.variant={variant}", f"run.seed={seed}",
+            f"run.steps={args.steps}", f"eval.every={args.every}", f"eval.episodes={args.episodes}",
+            "eval.video=false", "checkpoint.replay=false", "run.threads=1",
+            f"tracking.uri=sqlite:///{folder / 'mlflow' / 'mlflow.db'}", *args.overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    with open(args.out / f"{variant}-seed{seed}.log", "w") as log:
+        rc = subprocess.run(argv, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - start
+    if rc != 0:
+        raise RuntimeError(f"{variant} seed {seed} failed (exit {rc}); see {log.name}")
+    print(f"  {variant} seed {seed}: done in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def curves(args, variant: str, seed: int) -> dict[str, dict[int, float]]:
+    """``{metric: {env steps: value}}`` of a finished run's eval final distance and success."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{run_dir(args, variant, seed) / 'mlflow' / 'mlflow.db'}")
+    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
+    return {m: {h.step: h.value for h in client.get_metric_history(run.info.run_id, f"eval/{m}")}
+            for m in ("final_distance", "success_rate")}
+
+
+def random_policy(args, seed: int) -> tuple[float, float]:
+    """Final distance and success rate of uniformly random actions on the eval episodes a
+    run of ``seed`` evaluates on."""
+    from wmlab import registry
+    from wmlab.config import compose
+    from wmlab.data import RandomPolicy
+    from wmlab.envs import split_family
+    from wmlab.evaluation import EVAL_SEED_OFFSET, evaluate
+    from wmlab.loop import obs_keys
+
+    cls, _ = registry.load_method("tdm")
+    cfg = compose("tdm", cls, args.env, presets=[args.preset], overrides=list(args.overrides))
+    family_name, task = split_family(cfg.env.name)
+    family, _ = registry.load_env_family(family_name)
+    env = family.make(task, cfg.env, seed=seed + EVAL_SEED_OFFSET)
+    specs = family.specs(env, cfg.env)
+    policy = RandomPolicy(specs)
+    policy.obs_keys = obs_keys(specs)
+    result = evaluate(env, policy, episodes=args.episodes, max_steps=specs.episode_policy_steps,
+                      seed=seed, metrics=lambda td: family.eval_metrics(env, td))
+    env.close()
+    return result.metrics["final_distance"], result.metrics["success_rate"]
+
+
+def cell(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}" if len(values) > 1 else f"{values[0]:{fmt}}"
+
+
+def main() -> None:
+    args = parse()
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(v, s) for s in args.seeds for v in VARIANTS]
+    print(f"{args.env}, preset {args.preset}: {len(jobs)} runs of {args.steps} env steps, "
+          f"{args.jobs} at a time (logs in {args.out}/)", flush=True)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        seconds = dict(zip(jobs, pool.map(lambda job: fit(args, *job), jobs)))
+    print(f"all runs done in {time.perf_counter() - start:.0f} s", flush=True)
+
+    random = [random_policy(args, s) for s in args.seeds]
+    data = {job: curves(args, *job) for job in jobs}
+    steps = sorted({t for c in data.values() for t in c["final_distance"]})
+    n = len(args.seeds)
+    print(f"\n{args.env}: eval final distance to the goal (mean ± std over {n} seed(s): "
+          f"{' '.join(map(str, args.seeds))}; {args.episodes} episodes each) and success rate")
+    print("| env steps | TDM distance | TDM success | HER distance | HER success |")
+    print("|---:|---:|---:|---:|---:|")
+    rd, rs = [r[0] for r in random], [r[1] for r in random]
+    print(f"| random policy | {cell(rd, '.3f')} | {cell(rs, '.0%')} | {cell(rd, '.3f')} | {cell(rs, '.0%')} |")
+    for t in steps:
+        row = [f"{t}"]
+        for v in VARIANTS:
+            for metric, fmt in (("final_distance", ".3f"), ("success_rate", ".0%")):
+                row.append(cell([data[(v, s)][metric][t] for s in args.seeds
+                                 if t in data[(v, s)][metric]], fmt))
+        print("| " + " | ".join(row) + " |")
+    for v in VARIANTS:
+        print(f"{v}: {np.mean([seconds[(v, s)] for s in args.seeds]):.0f} s of wall time per run")
+
+
+if __name__ == "__main__":
+    main()
