@@ -10,8 +10,8 @@ fixed (:attr:`wmlab.envs.EnvFamily.fixed_tasks`), its tasks.
 
 An entry is used only while its *fingerprint* matches: the plugin's distribution and
 version, the path, modification time and size of every source file of the plugin's
-top-level package, and the modification times of the folders on ``sys.path`` (installing
-or removing any package changes them). Anything else is imported as before, and the entry
+top-level package, and the modification times of the environment's site-packages folders
+(installing, upgrading or removing any package changes them). Anything else is imported as before, and the entry
 is written again.
 
 The index lives in ``$WMLAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/wmlab``, else
@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 _SIMPLE = {"int": int, "float": float, "bool": bool, "str": str}
 _MISSING_DEFAULT = "???"  # OmegaConf's MISSING
 
@@ -100,9 +100,22 @@ def _source_files(module: str) -> list[str]:
     return [spec.origin] if spec.origin and os.path.exists(spec.origin) else []
 
 
+def _install_dirs() -> list[str]:
+    """Where packages of this environment are installed (their modification times change
+    whenever a package is installed, upgraded or removed)."""
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    dirs = [paths.get("purelib"), paths.get("platlib")]
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return sorted({d for d in dirs if d})
+
+
 def fingerprint(value: str, dist: str, version: str) -> str:
     h = hashlib.sha1(f"{INDEX_VERSION}|{value}|{dist}|{version}".encode())
-    for path in [*_source_files(value.split(":")[0]), *(p for p in sys.path if p)]:
+    for path in [*_source_files(value.split(":")[0]), *_install_dirs()]:
         try:
             st = os.stat(path)
         except OSError:
@@ -139,9 +152,21 @@ def _refuse(value: Any) -> Any:
 
 
 def _fields(config_cls: Any) -> Optional[list[list[Any]]]:
+    """``[name, type, default]`` of every field (``[name, type]`` where the default is not
+    JSON data)."""
     if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
         return None
-    return [[f.name, _type_name(f.type)] for f in dataclasses.fields(config_cls)]
+    rows = []
+    for f in dataclasses.fields(config_cls):
+        row = [f.name, _type_name(f.type)]
+        if f.default is not dataclasses.MISSING:
+            default = _optional(_jsonable, f.default)
+            row += [default] if default is not None or f.default is None else []
+        elif f.default_factory is not dataclasses.MISSING:
+            default = _optional(lambda: _jsonable(f.default_factory()))  # noqa: B023
+            row += [default] if default is not None else []
+        rows.append(row)
+    return rows
 
 
 def _optional(fn, *args) -> Any:
@@ -213,10 +238,17 @@ def _field_type(name: str) -> Any:
 
 def _config_class(title: str, fields: list[list[Any]]) -> type:
     spec = []
-    for name, type_name in fields:
+    for row in fields:
+        name, type_name = row[0], row[1]
         tp = _field_type(type_name)
-        default = None if tp is typing.Any or type_name.startswith("Optional[") else _MISSING_DEFAULT
-        spec.append((str(name), tp, dataclasses.field(default=default)))
+        if len(row) > 2:
+            default = row[2]
+        else:
+            default = None if tp is typing.Any or type_name.startswith("Optional[") else _MISSING_DEFAULT
+        if isinstance(default, (dict, list)):
+            spec.append((str(name), tp, dataclasses.field(default_factory=lambda d=default: json.loads(json.dumps(d)))))
+        else:
+            spec.append((str(name), tp, dataclasses.field(default=default)))
     return dataclasses.make_dataclass(title, spec)
 
 

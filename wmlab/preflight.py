@@ -23,19 +23,24 @@ SERVER_TIMEOUT_S = 5.0
 
 
 def writable_folder(folder: str | Path, what: str, setting: str) -> Path:
-    """Create ``folder`` if needed and write (then remove) a file in it; :class:`WmlabError`
-    naming ``what`` and the ``setting`` that chose the folder if that fails."""
+    """:class:`WmlabError` naming ``what`` and the ``setting`` that chose ``folder`` unless a
+    file can be written in it, or, while it does not exist, in the nearest folder above it
+    that does (where it would be created). Leaves nothing behind."""
     path = Path(folder).expanduser()
-    if path.exists() and not path.is_dir():
-        raise WmlabError(f"cannot write {what} to {path}: it is a file, not a folder ({setting})")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "it is" if existing == path else f"{existing} is"
+        raise WmlabError(f"cannot write {what} to {path}: {where} a file, not a folder ({setting})")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".wmlab-write-test-")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".wmlab-write-test-")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise WmlabError(f"cannot write {what} to {path}: {reason} ({setting}); "
+        where = "" if existing == path else f" (in {existing})"
+        raise WmlabError(f"cannot write {what} to {path}{where}: {reason} ({setting}); "
                          f"choose a folder you can write to") from None
     return path
 
