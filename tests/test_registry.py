@@ -1,5 +1,6 @@
 """Entry-point discovery: built-ins like third parties, broken and foreign plugins."""
 
+import re
 import subprocess
 import sys
 
@@ -63,3 +64,18 @@ def test_only_the_requested_plugin_is_imported():
             "registry.info(registry.METHODS, 'tdmpc'); "
             "assert not any(m.startswith('wmlab_plugins.') for m in sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_shadowed_plugin_names_both_distributions(fake_plugins, capsys):
+    from wmlab.cli import main
+
+    fake_plugins("tdmpc", GOOD)  # a second distribution declaring the method tdmpc
+    message = r"method 'tdmpc' is declared by 2 installed distributions, fake-tdmpc 0.1 .* and wmlab "
+    with pytest.raises(RegistryError, match=message):
+        registry.load_method("tdmpc")
+    assert main(["fit", "--method", "tdmpc", "--env", "cartpole-swingup"]) == 2
+    err = capsys.readouterr().err
+    assert "fake-tdmpc 0.1" in err and "wmlab" in err and len(err.strip().splitlines()) == 1
+    assert main(["list"]) == 0
+    assert re.search(r"tdmpc .*WARNING: method 'tdmpc' is declared by 2", capsys.readouterr().out)
+    registry.load_method("dreamer")  # the others are untouched
