@@ -133,6 +133,16 @@ def test_changed_bytes_are_found_by_their_digest(tmp_path):
         checkpoint.load(saved)
 
 
+def test_a_state_alone_loads(tmp_path):
+    """As the run's ``model`` artifact in MLflow holds it: state.pt without manifest or replay."""
+    saved = checkpoint.save(tmp_path / "run", "step-12", state(), filled_replay())
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "state.pt").write_bytes((saved / "state.pt").read_bytes())
+    _, loaded = checkpoint.load(model / "state.pt")
+    assert loaded["progress"] == {"env_steps": 12}
+
+
 def test_save_refuses_what_load_would_refuse(tmp_path):
     class Opaque:
         pass

@@ -26,6 +26,9 @@ Reading never runs code from the files and never changes them:
   the digest of ``state.pt`` before it is unpickled and those of the replay's files while
   they are read. A difference is a :class:`CheckpointError` naming the file.
 
+A folder holding ``state.pt`` alone (the ``model`` artifact of a run in MLflow) needs no
+manifest: it is read the same safe way, without a digest.
+
 Format 3 added the manifest and the raw replay files. A format-2 checkpoint (no manifest)
 still loads: its ``state.pt`` the same safe way, its replay from its own metadata with
 every file's size checked, but without digests. Format 1 checkpoints load for
@@ -270,7 +273,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Pa
     if version > VERSION:
         raise CheckpointError(f"{ckpt} was written by a newer wmlab (format {version}); "
                               f"this wmlab reads formats up to {VERSION}")
-    if manifest is None and version >= MANIFEST_SINCE:
+    if manifest is None and version >= MANIFEST_SINCE and (ckpt / REPLAY).exists():
+        # (a state.pt alone, as the run's ``model`` artifact in MLflow, has no manifest)
         raise CheckpointError(f"checkpoint {ckpt} is damaged: its {MANIFEST} is missing")
     if manifest is not None and int(manifest["version"]) != version:
         raise CheckpointError(f"checkpoint {ckpt} is damaged: {MANIFEST} says format "
