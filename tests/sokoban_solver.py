@@ -49,7 +49,8 @@ def solve(room: np.ndarray, max_states: int = 200_000) -> list[int] | None:
     ``max_states`` states of boxes and the player's area)."""
     cells = {(r, c): int(v) for (r, c), v in np.ndenumerate(room)}
     walls = {p for p, v in cells.items() if v == WALL}
-    targets = frozenset(p for p, v in cells.items() if v in (TARGET, BOX_ON_TARGET, PLAYER_ON_TARGET))
+    targets = frozenset(p for p, v in cells.items()
+                        if v in (TARGET, BOX_ON_TARGET, PLAYER_ON_TARGET))
     boxes = frozenset(p for p, v in cells.items() if v in (BOX, BOX_ON_TARGET))
     player = next(p for p, v in cells.items() if v in (PLAYER, PLAYER_ON_TARGET))
 

@@ -7,20 +7,23 @@ Tasks:
 * ``HxW-N``: a room of H x W cells (walls included) with N boxes, generated at every reset
   (below); sides 5 to 16, N from 1 to (H + W) // 4 (3 in a 7x7 room, 5 in a 10x10 one).
   ``7x7-2`` is the small task that learns on a CPU, ``10x10-4`` the paper's.
-* ``boxoban``: levels read from Boxoban-format files (the levels of Guez et al. 2019,
-  10x10, 4 boxes), a uniformly drawn one every reset: ``env.levels=PATH`` names a folder
-  of ``*.txt`` files (or one file); nothing is downloaded. A file holds levels of 10 rows
-  of 10 characters, each after a ``; N`` line: ``#`` wall, `` `` floor, ``.`` target,
-  ``$`` box, ``*`` box on a target, ``@`` player, ``+`` player on a target. A malformed
-  level is an :class:`EnvError` naming the file and line (row width, unknown character,
-  not one player, as many boxes as targets, a border of walls). The files are read once
-  per process and folder, when the first env is made.
+* ``boxoban``: levels read from Boxoban-format files (DeepMind's Boxoban levels, Guez et
+  al. 2018: 10x10, 4 boxes), a uniformly drawn one every reset. ``env.levels=PATH`` names
+  a folder of ``*.txt`` files (or one file); nothing is downloaded. A file holds levels of
+  10 rows of 10 characters, each after a ``; N`` line: ``#`` wall, `` `` floor, ``.``
+  target, ``$`` box, ``*`` box on a target, ``@`` player, ``+`` player on a target. A
+  malformed level is an :class:`EnvError` naming the file and line (row width, unknown
+  character, not one player, as many boxes as targets, not solved, a border of walls).
+  The files are read once per process and folder, when the first env is made (16 ms per
+  file of 1,000 levels).
 
-Rules: 5 actions, ``ACTIONS`` (no-op, up, down, left, right; one-hot, as every discrete
-wmlab env): a move into a box pushes it one cell if the cell beyond is free (floor or
-target); a move into a wall, or a push into a wall or another box, changes nothing. Rewards
-as in the paper: -0.1 every step, +1 for a box pushed onto a target, -1 for one pushed off,
-+10 when every box is on a target, which ends the episode (``terminated``).
+Rules: 5 actions, :data:`ACTIONS`: no-op, up, down, left, right (one-hot, as every
+discrete wmlab env). The paper gives the rewards and the step limit; the action set is a
+choice, the four moves and a no-op, as gym-sokoban's first five actions. A move into a box
+pushes it one cell if the cell beyond is free (floor or target); a move into a wall, or a
+push into a wall or another box, changes nothing. Rewards as in the paper: -0.1 every
+step, +1 for a box pushed onto a target, -1 for one pushed off, +10 when every box is on a
+target, which ends the episode (``terminated``).
 ``configs/envs/sokoban.yaml`` sets one move per policy step and the paper's 120-step
 episodes (``env.action_repeat=1``, ``env.episode_steps=120``; truncated after that).
 
@@ -56,12 +59,16 @@ game backwards so that every level is solvable by construction:
    box off its target is drawn again.
 
 Measured on the project machine (2 CPU cores shared with other jobs; ``python -m
-wmlab.envs.sokoban`` re-measures): a 7x7-2 level in 0.5 ms, a 10x10-4 one in 9 ms;
-the gymnasium env 190,000 random steps/s from states; through torchrl
-(``rand_action`` + ``step_and_maybe_reset``) 3,000 policy steps/s from states, 2,000
-from 64x64 pixels. A uniformly random policy on ``sokoban:7x7-2`` solves 11.2% of its
-levels with a mean return of -10.0 (500 episodes of 120 steps, seed 0); on ``10x10-4``
-0.2% (-12.3).
+wmlab.envs.sokoban`` re-measures; ranges over runs): generating a 7x7-2 level takes
+0.6-1.0 ms (1,000-1,700 levels/s), a 10x10-4 one 15-24 ms; the gymnasium env makes
+150,000-220,000 steps/s with random actions; through torchrl (``rand_action`` +
+``step_and_maybe_reset``, whose own cost dominates) 730-1,600 policy steps/s from states
+and 880-1,700 from 64x64 pixels.
+
+A uniformly random policy on ``sokoban:7x7-2`` solves 4.4% of its levels with a mean
+return of -10.93 (500 episodes of 120 steps, seed 0; 3.8-5.2% and -11.09 to -10.89 over
+seeds 0-3, :func:`random_policy`): the baseline learning checks compare against. On
+``10x10-4`` it solves 0.2% (-11.53).
 """
 
 from __future__ import annotations
@@ -86,8 +93,9 @@ from wmlab.envs.gym import (GymnasiumTorchEnv, OneHotActions, _vector_entry, ima
                             resize_frame, torch_env_specs)
 from wmlab.errors import EnvError
 
-__all__ = ["ACTIONS", "CELLS", "LevelSet", "RoomGenerator", "Sokoban", "SokobanConfig",
-           "SokobanEnv", "draw", "grid_shape", "load_levels", "parse_levels"]
+__all__ = ["ACTIONS", "CELLS", "CHARS", "SPRITES", "LevelSet", "RoomGenerator", "Sokoban",
+           "SokobanConfig", "SokobanEnv", "draw", "grid_shape", "load_levels", "max_boxes",
+           "parse_levels", "parse_task", "random_policy"]
 
 #: cell codes: the values of a room array and the channels of the one-hot observation
 WALL, FLOOR, TARGET, BOX, BOX_ON_TARGET, PLAYER, PLAYER_ON_TARGET = range(7)
@@ -98,7 +106,7 @@ ACTIONS = ("noop", "up", "down", "left", "right")
 CHARS = "# .$*@+"
 
 STEP_REWARD, BOX_REWARD, SOLVED_REWARD = -0.1, 1.0, 10.0
-#: room sides (walls included) a generated task may have
+#: room sides (walls included) a generated task may have; larger rooms generate slowly
 MIN_SIDE, MAX_SIDE = 5, 16
 #: side of a sprite, in pixels
 SPRITE = 8
@@ -115,8 +123,8 @@ _NAMED_TASKS = ("7x7-2", "10x10-4", "boxoban")
 
 
 def max_boxes(height: int, width: int) -> int:
-    """The most boxes a generated room of ``height`` x ``width`` cells takes (more crowd
-    the random walk's floor: generating slows down, then stalls)."""
+    """The most boxes a generated room of ``height`` x ``width`` cells takes. More crowd
+    the random walk's floor, and generating slows down until it stalls."""
     return (height + width) // 4
 
 
@@ -184,15 +192,14 @@ class RoomGenerator:
     module docstring): called with a numpy ``Generator``, returns the room as cell codes,
     ``int8 [height, width]``; its border is walls."""
 
-    def __init__(self, height: int, width: int, boxes: int, *, search_states: int = SEARCH_STATES):
+    def __init__(self, height: int, width: int, boxes: int):
         self.height, self.width, self.boxes = height, width, boxes
-        self.search_states = search_states
         self._walk_steps = int(1.5 * (height + width))
         self._pulls = (-width, width, -1, 1)  # a cell's neighbours up, down, left, right
 
     def __call__(self, rng: np.random.Generator) -> np.ndarray:
         rnd = random.Random(int(rng.integers(2**63)))
-        while True:  # about one room in two fails for 10x10-4, fewer for smaller tasks
+        while True:  # a room fails one time in six for 7x7-2, one in three for 10x10-4
             floor = self._carve(rnd)
             cells = _cells_of(floor)
             if len(cells) < self.boxes + 2:
@@ -243,7 +250,7 @@ class RoomGenerator:
         stack = [(targets, player, 0, -1)]  # boxes, player, box swaps, last box pulled
         seen: set[tuple[int, int]] = set()
         best, best_score = None, 0
-        while stack and len(seen) < self.search_states:
+        while stack and len(seen) < SEARCH_STATES:
             boxes, player, swaps, last = stack.pop()
             occupied = sum(1 << b for b in boxes)
             free = floor & ~occupied
@@ -257,7 +264,7 @@ class RoomGenerator:
                     best, best_score = (boxes, reach), score
             rnd.shuffle(pulls)
             for step in pulls:
-                # a box at b with the player able to stand at b + step and step on to b + 2 step
+                # boxes b with the player able to stand at b + step and back on to b + 2 step
                 movable = occupied & _shift(reach, -step) & _shift(free, -2 * step)
                 for b in _cells_of(movable):
                     i = boxes.index(b)
@@ -437,7 +444,8 @@ def _sprites() -> np.ndarray:
     crate = ("oooooooo", "oyyyyyyo", "oyoyyoyo", "oyyooyyo",
              "oyyooyyo", "oyoyyoyo", "oyyyyyyo", "oooooooo")
     box = _sprite(crate, colours)
-    box_on_target = _sprite(tuple(r.replace("o", "k").replace("y", "g") for r in crate), colours)
+    green = tuple(row.replace("o", "k").replace("y", "g") for row in crate)
+    box_on_target = _sprite(green, colours)
     figure = ("...pp...", "...pp...", ".pppppp.", "p.pppp.p",
               "..pppp..", "..p..p..", "..p..p..", ".pp..pp.")
     player = _sprite(figure, colours)
@@ -473,7 +481,8 @@ class SokobanEnv(gymnasium.Env):
                  width: int, render_mode: str | None = "rgb_array"):
         self._levels = levels
         self.render_mode = render_mode
-        self.observation_space = spaces.Box(0.0, 1.0, (len(CELLS) * height * width,), np.float32)
+        self.observation_space = spaces.Box(0.0, 1.0, (len(CELLS) * height * width,),
+                                            np.float32)
         self.action_space = spaces.Discrete(len(ACTIONS))
         self._room = np.full((height, width), WALL, dtype=np.int8)
         self._cells = self._room.reshape(-1)  # a view: the room, flat
@@ -629,7 +638,8 @@ class Sokoban(EnvFamily):
 # measurements
 
 
-def random_policy(task: str, episodes: int, *, steps: int = 120, seed: int = 0) -> tuple[float, float]:
+def random_policy(task: str, episodes: int, *, steps: int = 120,
+                  seed: int = 0) -> tuple[float, float]:
     """``(solved rate, mean return)`` of uniformly random actions on the generated task
     ``task`` over ``episodes`` episodes of at most ``steps`` steps."""
     height, width, boxes = parse_task(task)
