@@ -299,6 +299,13 @@ class Ticks(Callback):
     def __init__(self, run: Run, stage: Stage, bar: "ProgressBar"):
         self.run, self.stage, self.bar = run, stage, bar
 
+    def on_train_start(self, trainer, pl_module):
+        # Lightning logs every trainer.log_every_n_steps batches counted from its own start:
+        # a resumed stage continues the count, so its metrics land at the same env steps
+        loop = trainer.fit_loop.epoch_loop
+        if hasattr(loop, "_batches_that_stepped"):
+            loop._batches_that_stepped = self.run.progress.stage_updates
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         p = self.run.progress
         p.updates += 1
@@ -608,8 +615,10 @@ def run_gradient(run: Run, stage: Stage, bar: ProgressBar) -> None:
     trainer = make_trainer(run.cfg, callbacks, logger)
     run.trainer = trainer
     try:
-        fit_interruptible(trainer, run.method, DataLoader(run.stream, batch_size=None, collate_fn=_as_is),
-                          run.stop)
+        # (a generator of its own: the loader's seed draw leaves the global RNG alone, so a
+        # stage started by a resume consumes the same random numbers as one that went on)
+        loader = DataLoader(run.stream, batch_size=None, collate_fn=_as_is, generator=torch.Generator())
+        fit_interruptible(trainer, run.method, loader, run.stop)
         run.optimizer_states = current_optimizer_states(run, trainer)
     finally:
         run.trainer = None
