@@ -182,3 +182,17 @@ def test_checkpoints_by_time(tmp_path, monkeypatch):
     written.clear()
     assert main(["fit", *DEBUG, "checkpoint.every=0", "checkpoint.minutes=0"]) == 0
     assert written == [400]  # the final one only
+
+
+def test_episodes_ending_together_log_one_value_per_step(tmp_path, monkeypatch):
+    # three envs end their episodes at the same env step (MLflow refuses two identical rows
+    # of one metric at one step, e.g. three Sokoban episodes timing out with one return)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["fit", *DEBUG, "run.envs=3", "run.steps=600"]) == 0
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = only_run(client)
+    steps = history(client, run.info.run_id)
+    assert steps["collect/episode_return"] == [300, 600]  # 3 envs x 100 env steps per episode
+    ended = client.get_metric_history(run.info.run_id, "collect/episodes_ended")
+    assert [m.value for m in ended] == [3.0, 3.0]

@@ -78,6 +78,8 @@ class Run:
     optimizer_states: list = field(default_factory=list)
     """Optimizer states carried from one gradient stage to the next (and through checkpoints)."""
     last_return: float | None = None
+    ended: list = field(default_factory=list)
+    """``(env step, return, length)`` of training episodes ended in this collection step."""
     last_eval: float | None = None
     last_eval_step: int | None = None
     last_eval_updates: tuple | None = None
@@ -548,6 +550,7 @@ def make_collection(run: Run, stage: Stage, spec: DataSpec) -> Collection:
                             replay=None if spec.on_policy else run.replay,
                             row_keys=stored_keys(run.specs),
                             steps=spec.sequence_length if spec.on_policy else 1)
+    collection.on_step.append(lambda td: log_episodes(run))
     collection.on_step.extend(run.step_listeners)
     if not spec.on_policy:  # (a rollout is ticked after its update: a checkpoint between would lose it)
         collection.on_step.append(lambda td: run.clock.tick(run.trainer))
@@ -706,10 +709,29 @@ def fit_interruptible(trainer: L.Trainer, module, loader, stop: StopRequest | No
 
 
 def on_episode(run: Run, ret: float, length: int) -> None:
+    """A finished training episode: kept until the collection step ends (several envs may end
+    episodes at the same env step; see :func:`log_episodes`)."""
     run.last_return = ret
-    run.tracker.log_metrics({"collect/episode_return": ret,
-                             "collect/episode_length": length * run.specs.action_repeat},
-                            step=run.progress.env_steps)
+    step = run.progress.env_steps
+    if run.ended and run.ended[0][0] != step:
+        log_episodes(run)
+    run.ended.append((step, ret, length))
+
+
+def log_episodes(run: Run) -> None:
+    """Log the episodes that ended at one env step as one value per metric at that step: the
+    mean return and length (env steps) over them, and how many ended."""
+    if not run.ended:
+        return
+    step = run.ended[0][0]
+    rets = [r for _, r, _ in run.ended]
+    lengths = [n for _, _, n in run.ended]
+    metrics = {"collect/episode_return": sum(rets) / len(rets),
+               "collect/episode_length": sum(lengths) / len(lengths) * run.specs.action_repeat}
+    if len(rets) > 1 or num_envs(run.env) > 1:
+        metrics["collect/episodes_ended"] = len(rets)
+    run.ended.clear()
+    run.tracker.log_metrics(metrics, step=step)
 
 
 def fresh_eval(run: Run) -> bool:
