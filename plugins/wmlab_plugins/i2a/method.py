@@ -172,8 +172,7 @@ class I2A(Method):
     def on_stage_start(self, stage: Stage) -> None:
         self.phase = stage.name
         if stage.name == TRAIN and self.cfg.agent == "i2a":
-            self.env_model.requires_grad_(False)  # frozen from here on
-            self.env_model.eval()
+            self.env_model.requires_grad_(False)  # frozen from here on (no dropout or norms)
 
     def make_policy(self, explore: bool) -> Policy:
         return I2APolicy(self, sample=explore or self.cfg.eval_sample)
