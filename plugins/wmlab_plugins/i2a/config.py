@@ -40,10 +40,10 @@ class I2AConfig:
     returns its input observation and zero reward, so imagination brings no information
     but the parameters and computation are I2A's [paper Sec. 4.1, "copy-model agent"]."""
     size: str = "standard"
-    """``standard`` or ``large``: the model-free path's width. ``large`` doubles its
-    channels and hidden units (``channels``, ``hidden``), giving the model-free agent about
-    as many parameters as an I2A, as the paper's "large" baseline does [paper Sec. 4.1;
-    the paper's exact large sizes are not reproduced, wmlab scales by 2]."""
+    """``standard`` or ``large`` (``agent=model_free`` only): the large model-free agent
+    widens its fully connected layer until it has as many parameters as the I2A agent of the
+    same config (env model not counted), as the paper's parameter-matched "large" baseline
+    [paper Sec. 4.1; the paper's large sizes themselves are not reproduced]."""
     rollout_length: int = 5
     """Imagined steps per rollout [paper Sec. 4: rollouts of length 5 on Sokoban]."""
     unroll: int = 5

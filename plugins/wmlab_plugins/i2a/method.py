@@ -110,6 +110,9 @@ class I2A(Method):
             raise ConfigError(f"method.size={cfg.size!r}; valid: {', '.join(SIZES)}")
         if cfg.optimizer not in OPTIMIZERS:
             raise ConfigError(f"method.optimizer={cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if cfg.size != "standard" and cfg.agent != "model_free":
+            raise ConfigError(f"method.size={cfg.size} is the model-free baseline's "
+                              f"(method.agent=model_free); method.agent={cfg.agent} has one size")
         if not specs.name.startswith("sokoban:") or specs.obs_kind != "state":
             raise ConfigError(f"i2a reads the one-hot room of a Sokoban env (--env sokoban:7x7-2 "
                               f"env.obs=state); got {specs.name} with {specs.obs_kind} observations")
@@ -131,8 +134,8 @@ class I2A(Method):
         n = specs.action_dim
         self.imagines = cfg.agent != "model_free"
         if cfg.agent == "model_free":
-            grow = 2 if cfg.size == "large" else 1
-            self.agent = ModelFreeAgent(self.shape, n, cfg.channels * grow, cfg.hidden * grow)
+            hidden = self.large_hidden() if cfg.size == "large" else cfg.hidden
+            self.agent = ModelFreeAgent(self.shape, n, cfg.channels, hidden)
         else:
             if cfg.agent == "i2a":
                 self.env_model = EnvModel(self.shape, n, cfg.model_channels, cfg.model_blocks,
@@ -147,6 +150,22 @@ class I2A(Method):
                                   rollout_channels=cfg.rollout_channels,
                                   rollout_length=cfg.rollout_length)
         self.phase = self.stages()[0].name
+
+    def large_hidden(self) -> int:
+        """Hidden units of the ``large`` model-free agent: as many parameters as the I2A agent
+        of this config (its env model not counted), by widening the fully connected layer
+        (the model-free agent's parameter count is linear in it)."""
+        c, n = self.cfg, self.specs.action_dim
+        i2a = I2AAgent(self.shape, n, CopyModel(), channels=c.channels, hidden=c.hidden,
+                       encoder_channels=c.encoder_channels, lstm=c.lstm,
+                       rollout_channels=c.rollout_channels, rollout_length=c.rollout_length)
+
+        def count(hidden: int) -> int:
+            return sum(p.numel() for p in ModelFreeAgent(self.shape, n, c.channels, hidden).parameters())
+
+        target = sum(p.numel() for p in i2a.parameters())
+        per_unit = count(2) - count(1)
+        return max(c.hidden, round(c.hidden + (target - count(c.hidden)) / per_unit))
 
     # --- contract -----------------------------------------------------------------------
     def data_spec(self) -> DataSpec:
