@@ -15,6 +15,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # parallel workers: one torch thread 
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_plugin_index(tmp_path_factory):
+    """The plugin index (wmlab.plugin_index) of this test session, not the user's."""
+    saved = os.environ.get("WMLAB_CACHE_DIR")
+    os.environ["WMLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("wmlab-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("WMLAB_CACHE_DIR", None)
+    else:
+        os.environ["WMLAB_CACHE_DIR"] = saved
+
+
 def pytest_collection_modifyitems(config, items):
     """Learning checks (minutes each) first: with the README's one-test-at-a-time parallel
     scheduling the long runs start at once and the short tests fill in around them."""

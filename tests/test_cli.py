@@ -1,6 +1,7 @@
 """The real entry point end to end: a smoke run per method, resume, eval, bad input."""
 
 import math
+import re
 import subprocess
 import sys
 
@@ -40,7 +41,7 @@ def test_fit_smoke(name, capsys):
     assert main(["fit", "--method", name, "--env", env, "--preset", "debug", "env.obs=state"]) == 0
     run = only_run()
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == f"{name}-{env}-s1"
+    assert re.fullmatch(f"{name}-{env}-s1-[0-9a-f]{{4}}", run.info.run_name), run.info.run_name
     tags = run.data.tags
     assert tags["wmlab.method"] == name and tags["wmlab.env"] == env and tags["wmlab.seed"] == "1"
     assert tags["wmlab.plugin"] and tags["wmlab.plugin_version"]

@@ -5,6 +5,7 @@ private store. Creating a SQLite store runs MLflow's migrations (1-2 s), so most
 a store made once per session instead of creating their own.
 """
 
+import re
 import shutil
 import socket
 import subprocess
@@ -109,10 +110,11 @@ def test_new_run_has_name_tags_params_and_config(store):
     with Tracker.start(cfg, **START) as t:
         t.set_tag("wmlab.checkpoint_dir", "/ckpt/here")
     run = client_of(t).get_run(t.run_id)
-    assert run.info.run_name == "tdmpc-cartpole-swingup-s3"
+    assert re.fullmatch("tdmpc-cartpole-swingup-s3-[0-9a-f]{4}", run.info.run_name)
+    assert run.info.run_name == t.run_name
     assert run.info.status == "FINISHED"
     tags = run.data.tags
-    assert tags["mlflow.runName"] == "tdmpc-cartpole-swingup-s3"
+    assert tags["mlflow.runName"] == run.info.run_name
     assert tags["wmlab.method"] == "tdmpc" and tags["wmlab.env"] == "cartpole-swingup"
     assert tags["wmlab.seed"] == "3" and tags["wmlab.plugin"] == "wmlab"
     assert tags["wmlab.plugin_version"] == "0.1.0" and tags["wmlab.version"]
@@ -360,7 +362,7 @@ def test_resume_reopens_the_same_run_and_appends(store):
     found = find_run(first.run_id)
     assert found.info.run_id == first.run_id
     assert found.data.tags["wmlab.checkpoint_dir"] == "/ckpt/run"
-    assert find_run("tdmpc-cartpole-swingup-s3").info.run_id == first.run_id
+    assert find_run(first.run_name).info.run_id == first.run_id
     with pytest.raises(WmlabError, match="no MLflow run"):
         find_run("0" * 32)
     with pytest.raises(WmlabError, match="no MLflow run"):

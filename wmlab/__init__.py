@@ -2,6 +2,10 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+#: Major.minor version of the plugin contract (:mod:`wmlab.api`). A plugin declares the
+#: version it was built for in ``api_version``; the registry refuses another major version.
+API_VERSION = "1.1"
+
 try:
     __version__ = version("wmlab")
 except PackageNotFoundError:  # running from a source tree that is not installed

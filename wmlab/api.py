@@ -31,11 +31,7 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
-from wmlab import keys
-
-#: Major.minor version of this contract. A plugin declares the version it was built
-#: for in ``Method.api_version``; the registry refuses another major version.
-API_VERSION = "1.1"
+from wmlab import API_VERSION, keys  # noqa: F401 (API_VERSION: this contract's version)
 
 
 @dataclass(frozen=True)

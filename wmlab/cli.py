@@ -1,8 +1,15 @@
 """The ``wmlab`` command: fit, eval, config, list, ui.
 
 Errors in the user's input (an unknown method or env, a bad override, a missing
-renderer, an unreadable checkpoint) print one line and exit with status 2; Ctrl-C
-exits with 130 after marking the MLflow run KILLED.
+renderer, an unreadable checkpoint, an unwritable folder, an unreachable tracking
+server) print one line and exit with status 2; Ctrl-C exits with 130 after marking the
+MLflow run KILLED.
+
+Start-up: torch, Lightning, MLflow and the plugins are imported only by the commands that
+use them, after the input has been checked as far as :mod:`wmlab.plugin_index` can without
+them; ``--help``, ``wmlab list`` and input errors take well under a second to a few
+seconds (``benchmarks/startup.py`` measures them). ``MUJOCO_GL`` is checked before anything
+imports mujoco (:mod:`wmlab.gl`), and only commands that render need a working GL backend.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ examples:
   wmlab eval --checkpoint checkpoints/<run id> --episodes 10
   wmlab config --method tdmpc --env cartpole-swingup
   wmlab list
-  wmlab ui
+  wmlab ui --port 5001
 """
 
 
@@ -43,27 +50,36 @@ def parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="train a method on an env")
     _composition_args(fit, required=False)
     fit.add_argument("--resume", metavar="RUN_OR_CHECKPOINT",
-                     help="continue a run: an MLflow run id or a checkpoint folder")
+                     help="continue a run: an MLflow run id or name, or a checkpoint folder")
     cfg = sub.add_parser("config", help="print the resolved config")
     _composition_args(cfg)
     ev = sub.add_parser("eval", help="evaluate a checkpoint and record a video")
-    ev.add_argument("--checkpoint", metavar="PATH_OR_RUN_ID", required=True,
-                    help="a checkpoint folder, a run's checkpoint folder or an MLflow run id")
+    ev.add_argument("--checkpoint", metavar="PATH_OR_RUN", required=True,
+                    help="a checkpoint folder, a run's checkpoint folder, or an MLflow run id or name")
     ev.add_argument("--episodes", type=int, default=None, help="episodes (default: eval.episodes)")
     ev.add_argument("--video", metavar="FILE", default=None,
-                    help="where to write the mp4 (default: eval-<method>-<env>.mp4)")
+                    help="where to write the mp4 (default: a new eval-<method>-<env>-step<N>[-K].mp4)")
+    ev.add_argument("--video-size", type=int, default=None, metavar="PIXELS",
+                    help="side of the video frames, rendered for the video (default: eval.video_size, 256)")
     ev.add_argument("--no-video", action="store_true", help="do not record a video")
+    ev.add_argument("--no-mlflow", action="store_true",
+                    help="do not log the result as an MLflow run (by default a child of the evaluated run)")
     sub.add_parser("list", help="list methods and env families with their versions")
     ui = sub.add_parser("ui", help="open the MLflow UI on wmlab's store")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="interface to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("MUJOCO_GL", "egl")
     args = parser().parse_args(argv)
+    if args.command != "ui":  # before anything imports mujoco (torchrl does)
+        from wmlab import gl
+
+        gl.prepare()
     from wmlab.errors import WmlabError
-    from wmlab.loop import quiet_libraries
+    from wmlab.quiet import quiet_libraries
 
     quiet_libraries()
     try:
@@ -85,10 +101,20 @@ def main(argv: list[str] | None = None) -> int:
 # --- commands ------------------------------------------------------------------------------
 
 
+def _check_input(args):
+    """Input errors found before torch, Lightning or a plugin is imported; the config as the
+    plugin index composes it, or ``None``."""
+    from wmlab import plugin_index
+
+    return plugin_index.check_input(args.method, args.env, presets=args.preset, files=args.config,
+                                    overrides=args.overrides)
+
+
 def cmd_config(args) -> int:
     from wmlab import registry
     from wmlab.config import compose, to_yaml
 
+    _check_input(args)
     cls, _ = registry.load_method(args.method)
     cfg = compose(args.method, cls, args.env, presets=args.preset, files=args.config,
                   overrides=args.overrides)
@@ -112,27 +138,57 @@ def cmd_list(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from wmlab.tracking import ui
+    from wmlab.tracking.server import ui
 
-    return ui(None, port=args.port)
+    return ui(None, port=args.port, host=args.host)
+
+
+def _lookup_store() -> tuple[str | None, str]:
+    """The store ``--resume``/``--checkpoint`` look runs up in, checked; ``None`` if it is a
+    local store that does not exist yet (so no run can be found there)."""
+    from wmlab import preflight
+    from wmlab.tracking.store import local_store_uri, sqlite_path
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri()
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        return None, str(db)
+    return preflight.tracking_store(None), uri
+
+
+def _find_run(ref: str):
+    """The one MLflow run ``ref`` (an id or a name) names; several are listed, one a line."""
+    from wmlab.errors import CheckpointError, WmlabError
+
+    uri, where = _lookup_store()
+    if uri is None:
+        raise CheckpointError(f"{ref!r} is neither a checkpoint folder nor an MLflow run id or name "
+                              f"(there is no MLflow store at {where} yet)")
+    from wmlab.tracking import client_for
+    from wmlab.tracking.lookup import describe, find_runs
+
+    client = client_for(uri)
+    runs = find_runs(client, ref)
+    if not runs:
+        raise CheckpointError(f"{ref!r} is neither a checkpoint folder nor a known MLflow run id or "
+                              f"name in {uri}")
+    if len(runs) > 1:
+        lines = "\n".join(f"  {describe(client, r)}" for r in runs)
+        raise WmlabError(f"{len(runs)} MLflow runs are named {ref!r}; give the id of one:\n{lines}")
+    return runs[0]
 
 
 def _resume_source(ref: str):
-    """A checkpoint folder, or an MLflow run id whose checkpoint folder is in its tags."""
+    """A checkpoint folder, or an MLflow run (id or name) whose checkpoint folder is in its tags."""
     from wmlab import checkpoint
     from wmlab.errors import CheckpointError
 
     if Path(ref).exists():
         return checkpoint.load(ref)
-    from wmlab.tracking import find_run
-
-    try:
-        run = find_run(ref)
-    except Exception as e:
-        raise CheckpointError(f"{ref!r} is neither a checkpoint folder nor a known MLflow run id ({e})") from None
+    run = _find_run(ref)
     folder = run.data.tags.get("wmlab.checkpoint_dir")
     if not folder:
-        raise CheckpointError(f"{ref!r} is neither a checkpoint folder nor an MLflow run with checkpoints")
+        raise CheckpointError(f"MLflow run {run.info.run_id} ({run.info.run_name}) has no checkpoints")
     return checkpoint.load(folder)
 
 
@@ -149,11 +205,18 @@ def _compose_from_checkpoint(state: dict, args, overrides):
     return cls, plugin, cfg
 
 
+def _family(cfg):
+    from wmlab import registry
+    from wmlab.envs import split_family
+
+    family_name, task = split_family(cfg.env.name)
+    return registry.load_env_family(family_name)[0], task
+
+
 def cmd_fit(args) -> int:
-    from wmlab import loop, registry
+    from wmlab import preflight, registry
     from wmlab.config import compose
     from wmlab.errors import ConfigError
-    from wmlab.tracking import NullTracker, Tracker
 
     resume = None
     if args.resume:
@@ -168,10 +231,18 @@ def cmd_fit(args) -> int:
     else:
         if not args.method or not args.env:
             raise ConfigError("fit needs --method and --env (or --resume); `wmlab list` shows methods")
+        early = _check_input(args)
+        if early is not None:  # folders and tracking store, before importing the plugins
+            preflight.storage(early)
         cls, plugin = registry.load_method(args.method)
         cfg = compose(args.method, cls, args.env, presets=args.preset, files=args.config,
                       overrides=args.overrides)
         method_name, run_id = args.method, None
+    family, task = _family(cfg)
+    preflight.fit(cfg, family, task, run_id=run_id)  # before any env is built or stepped
+
+    from wmlab import loop
+    from wmlab.tracking import NullTracker, Tracker
 
     run = loop.build(cfg, method_name, method_cls=cls, plugin=plugin)
     if loop.process_rank() > 0:  # a DDP worker started by Lightning: rank 0 owns run and files
@@ -186,8 +257,8 @@ def cmd_fit(args) -> int:
         run.tracker = tracker
         run.ckpt_dir = Path(cfg.checkpoint.dir).resolve() / tracker.run_id
         tracker.set_tag("wmlab.checkpoint_dir", str(run.ckpt_dir))
-        print(f"wmlab: run {tracker.run_id} ({method_name} on {cfg.env.name}, seed {cfg.run.seed}); "
-              f"checkpoints in {run.ckpt_dir}", file=sys.stderr)
+        print(f"wmlab: run {tracker.run_id} ({tracker.run_name}: {method_name} on {cfg.env.name}, "
+              f"seed {cfg.run.seed}); checkpoints in {run.ckpt_dir}", file=sys.stderr)
         run.stop.install()  # Ctrl-C / SIGTERM: stop at the next safe point with a checkpoint
         try:
             summary = loop.train(run, resume)
@@ -216,31 +287,125 @@ def mark_dead_runs_killed(uri) -> None:
               file=sys.stderr)
 
 
+def _new_file(path: Path) -> Path:
+    """``path``, or ``<stem>-2<suffix>``, ``-3`` ... : the first that does not exist yet, created
+    empty so that a parallel evaluation picks another."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        candidate = path if i == 1 else path.with_name(f"{path.stem}-{i}{path.suffix}")
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free file name next to {path}")
+
+
+def _log_eval(cfg, state: dict, ckpt: Path, result, video: Path | None, video_size: int) -> str:
+    """Log an evaluation as an MLflow run: a child of the evaluated run when that run is in
+    the store, else a run of the config's experiment. Returns a line saying where."""
+    import time
+
+    from mlflow.entities import Metric, Param
+    from mlflow.exceptions import MlflowException
+
+    from wmlab.errors import WmlabError
+    from wmlab.tracking import client_for, experiment_id
+    from wmlab.tracking.lookup import unique_run_name
+
+    steps = int(state["progress"]["env_steps"])
+    try:
+        client = client_for(cfg.tracking.uri)
+        parent = None
+        if state.get("run_id"):
+            try:
+                parent = client.get_run(state["run_id"])
+                if parent.info.lifecycle_stage != "active":
+                    parent = None
+            except MlflowException:
+                parent = None
+        exp_id = parent.info.experiment_id if parent else experiment_id(client, cfg.tracking.experiment)
+        base = f"eval-{parent.info.run_name if parent else state['method'] + '-' + state['env']}-{steps}"
+        tags = {"mlflow.source.name": "wmlab eval", "mlflow.source.type": "LOCAL",
+                "wmlab.method": state["method"], "wmlab.env": state["env"], "wmlab.seed": str(cfg.run.seed),
+                "wmlab.checkpoint": str(ckpt)}
+        if parent:
+            tags |= {"mlflow.parentRunId": parent.info.run_id, "wmlab.evaluates": parent.info.run_id}
+        name = unique_run_name(client, exp_id, base, base)
+        run = client.create_run(exp_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        ts = int(time.time() * 1000)
+        metrics = {"eval/episode_return": result.mean, "eval/episode_return_std": result.std,
+                   **{f"eval/{k}": v for k, v in result.metrics.items()}}
+        params = {"eval.episodes": len(result.returns), "eval.video_size": video_size,
+                  "checkpoint": str(ckpt), "env_steps": steps}
+        client.log_batch(run_id, metrics=[Metric(k, float(v), ts, steps) for k, v in metrics.items()],
+                         params=[Param(k, str(v)) for k, v in params.items()])
+        if video is not None:
+            client.log_artifact(run_id, str(video), "videos")
+        client.set_terminated(run_id, "FINISHED")
+    except MlflowException as e:
+        raise WmlabError(f"the evaluation ran, but logging it to MLflow failed: {e.message}") from None
+    where = f"a child of run {parent.info.run_id}" if parent else f"experiment {cfg.tracking.experiment!r}"
+    return f"mlflow: run {run_id} ({name}, {where})"
+
+
 def cmd_eval(args) -> int:
+    from wmlab import preflight
+    from wmlab.errors import ConfigError
+
+    if args.episodes is not None and args.episodes < 1:
+        raise ConfigError(f"--episodes must be positive, got {args.episodes}")
+    if args.video_size is not None and args.video_size < 1:
+        raise ConfigError(f"--video-size must be positive, got {args.video_size}")
+    ckpt, state = _resume_source(args.checkpoint)
+    overrides = [f"eval.episodes={args.episodes}"] if args.episodes else []
+    if args.video_size:
+        overrides.append(f"eval.video_size={args.video_size}")
+    cls, plugin, cfg = _compose_from_checkpoint(state, args, overrides)
+    family, task = _family(cfg)
+    if not args.no_mlflow:
+        preflight.tracking_store(cfg.tracking.uri)
+    preflight.rendering(family, task, cfg.env, video=not args.no_video)
+    video = None
+    if not args.no_video:
+        from wmlab.tracking.store import safe_name
+
+        steps = int(state["progress"]["env_steps"])
+        video = (Path(args.video) if args.video else
+                 _new_file(Path(f"eval-{state['method']}-{safe_name(state['env'])}-step{steps:09d}.mp4")))
+
     import numpy as np
 
     from wmlab import loop
     from wmlab.evaluation import evaluate, seeded
     from wmlab.video import write_mp4
 
-    ckpt, state = _resume_source(args.checkpoint)
-    overrides = [f"eval.episodes={args.episodes}"] if args.episodes else []
-    cls, plugin, cfg = _compose_from_checkpoint(state, args, overrides)
     run = loop.build(cfg, state["method"], method_cls=cls, plugin=plugin)
     loop.restore_weights(run, ckpt, state)
     policy = run.method.make_policy(explore=False)
     policy.obs_keys = loop.obs_keys(run.specs)
-    render = None if args.no_video else (lambda env: run.family.render(env, cfg.env.image_size))
-    result = seeded(lambda: evaluate(run.eval_env, policy, episodes=cfg.eval.episodes,
-                                     max_steps=run.specs.episode_policy_steps, seed=cfg.run.seed,
-                                     render=render, metrics=loop.eval_metrics(run)), cfg.run.seed)
+    size = int(cfg.eval.video_size)
+    render = None if video is None else (lambda env: run.family.render(env, size))
+    try:
+        result = seeded(lambda: evaluate(run.eval_env, policy, episodes=cfg.eval.episodes,
+                                         max_steps=run.specs.episode_policy_steps, seed=cfg.run.seed,
+                                         render=render, metrics=loop.eval_metrics(run)), cfg.run.seed)
+    except BaseException:
+        if video is not None and not args.video and video.stat().st_size == 0:
+            video.unlink()
+        raise
     extra = "".join(f", {k} {v:.3g}" for k, v in result.metrics.items())
     print(f"{state['method']} on {state['env']} ({ckpt}, {state['progress']['env_steps']} env steps): "
           f"return {result.mean:.1f} +- {result.std:.1f} over {len(result.returns)} episodes{extra}")
-    if result.frames is not None:
-        path = Path(args.video or f"eval-{state['method']}-{state['env']}.mp4")
-        write_mp4(np.asarray(result.frames), path)
-        print(f"video: {path}")
+    if video is not None and result.frames is not None:
+        written = write_mp4(np.asarray(result.frames), video)
+        if written != video and not args.video:
+            video.unlink(missing_ok=True)  # (the placeholder of an mp4 that became a gif)
+        video = written
+        print(f"video: {video} ({size}x{size})")
+    if not args.no_mlflow:
+        print(_log_eval(cfg, state, ckpt, result, video, size))
     return 0
 
 

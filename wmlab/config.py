@@ -42,7 +42,8 @@ class RunConfig:
     steps: int = 500_000
     """Training budget in env steps (simulator frames, i.e. policy steps x action repeat)."""
     name: Optional[str] = None
-    """MLflow run name; default ``<method>-<env>-s<seed>``."""
+    """MLflow run name, kept if the experiment has no run of that name yet, else suffixed
+    with 4 hex digits; default ``<method>-<env>-s<seed>-<4 hex digits>``."""
     accelerator: str = "auto"
     """Lightning accelerator: auto, cpu, gpu."""
     devices: Any = 1
@@ -101,6 +102,9 @@ class EvalConfig:
     """Deterministic-policy episodes per evaluation."""
     video: bool = True
     """Record the first episode of each evaluation as an mp4."""
+    video_size: int = 256
+    """Side in pixels of video frames, rendered for the video (not the model's input size,
+    ``env.image_size``)."""
     final: bool = True
     """Also evaluate when training ends."""
 
@@ -319,13 +323,18 @@ def compose(
     files: Sequence[str | Path] = (),
     overrides: Sequence[str] = (),
     base: DictConfig | None = None,
+    family_cls: Any = None,
 ) -> DictConfig:
     """Build the resolved, read-only config of a run (see the module docstring for the order).
 
     ``base`` (a resumed run's saved config) is applied after the presets, before files
     and overrides. The ``env`` section's keys come from the family of ``env_name``
-    (:func:`env_config_class`)."""
-    family, family_cls = _env_family(env_name)
+    (:func:`env_config_class`), imported through the registry unless ``family_cls`` is
+    given."""
+    if family_cls is None:
+        family, family_cls = _env_family(env_name)
+    else:
+        family = split_family(env_name)[0]
     env_schema = env_config_class(family_cls)
     cfg = OmegaConf.structured(CoreConfig)
     OmegaConf.set_struct(cfg, False)
@@ -381,7 +390,7 @@ def _validate(cfg: DictConfig, method_cls) -> None:
     if cfg.env.obs not in supported:
         raise ConfigError(f"this method learns from {', '.join(supported)}, not env.obs={cfg.env.obs}")
     positive = ["run.steps", "run.envs", "env.action_repeat", "env.episode_steps", "env.image_size",
-                "replay.capacity", "eval.episodes"]
+                "replay.capacity", "eval.episodes", "eval.video_size"]
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")

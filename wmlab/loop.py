@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,21 +34,9 @@ from wmlab.data import (Collection, CollectStream, RandomPolicy, ReplayStream, R
                         num_envs, sample, stored_keys)
 from wmlab.errors import CheckpointError, ConfigError
 from wmlab.evaluation import EVAL_SEED_OFFSET, evaluate, seeded
+from wmlab.quiet import quiet_libraries  # noqa: F401 (loop.quiet_libraries for scripts)
 
 log = logging.getLogger("wmlab")
-
-
-def quiet_libraries() -> None:
-    """Keep the console for wmlab's own progress: no per-run banners from the libraries."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchrl", "absl", "alembic",
-                 "mlflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("absl").setLevel(logging.ERROR)  # dm_control's deprecation chatter
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*IterableDataset.*has `__len__` defined.*")
-    warnings.filterwarnings("ignore", ".*compiler attribute 'settotalmass'.*")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
 
 
 @dataclass
@@ -415,7 +402,7 @@ def evaluate_now(run: Run) -> float:
     policy.obs_keys = obs_keys(run.specs)
     render = None
     if cfg.eval.video:
-        render = lambda env: run.family.render(env, cfg.env.image_size)  # noqa: E731
+        render = lambda env: run.family.render(env, cfg.eval.video_size)  # noqa: E731
     max_steps = run.specs.episode_policy_steps
     progress = EvalProgress(run)
     run.eval_pending = True  # until it completes (a stop in between: the resume evaluates here)

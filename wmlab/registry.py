@@ -3,8 +3,10 @@
 Methods are entry points in the group ``wmlab.methods`` and env families in
 ``wmlab.envs``. The built-in plugins are declared in wmlab's own pyproject.toml exactly
 like a third party's. Only the plugin that is asked for is imported; ``wmlab list``
-imports each one to check it, and a plugin that fails to import is reported as a
-warning there while the others keep working.
+imports each one that :mod:`wmlab.plugin_index` has not seen since it last changed, to
+check it, and a plugin that fails to import is reported as a warning there while the
+others keep working. Two installed distributions that declare a plugin of the same name
+in one group shadow each other: using that name is an error naming both.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from wmlab.api import API_VERSION
+from wmlab import API_VERSION
 from wmlab.errors import RegistryError
 
 METHODS = "wmlab.methods"
@@ -39,11 +41,31 @@ class PluginInfo:
         return cls(ep.name, group, ep.value, dist.name if dist else "?", dist.version if dist else "?")
 
 
-def _entry_points(group: str) -> dict[str, EntryPoint]:
+def _dist_label(ep: EntryPoint) -> str:
+    dist = ep.dist
+    return f"{dist.name} {dist.version}" if dist else "an unknown distribution"
+
+
+def _scan(group: str) -> tuple[dict[str, EntryPoint], dict[str, list[EntryPoint]]]:
+    """The entry points of ``group`` by name, and the names that several distributions
+    declare (with all their entry points)."""
     found: dict[str, EntryPoint] = {}
+    clashes: dict[str, list[EntryPoint]] = {}
     for ep in entry_points(group=group):
-        found.setdefault(ep.name, ep)  # the first distribution on sys.path wins, as for imports
-    return found
+        first = found.setdefault(ep.name, ep)
+        if first is not ep and _dist_label(first) != _dist_label(ep):
+            clashes.setdefault(ep.name, [first]).append(ep)
+    return found, clashes
+
+
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    return _scan(group)[0]
+
+
+def _shadow_message(group: str, name: str, eps: list[EntryPoint]) -> str:
+    where = " and ".join(f"{_dist_label(ep)} ({ep.value})" for ep in eps)
+    return (f"{_KIND[group]} {name!r} is declared by {len(eps)} installed distributions, "
+            f"{where}: one shadows the other; uninstall one of them or rename its entry point")
 
 
 def names(group: str) -> list[str]:
@@ -51,9 +73,12 @@ def names(group: str) -> list[str]:
 
 
 def info(group: str, name: str) -> PluginInfo:
-    eps = _entry_points(group)
+    """Where plugin ``name`` comes from; :class:`RegistryError` if it is unknown or shadowed."""
+    eps, clashes = _scan(group)
     if name not in eps:
         raise RegistryError(_unknown(group, name, sorted(eps)))
+    if name in clashes:
+        raise RegistryError(_shadow_message(group, name, clashes[name]))
     return PluginInfo.from_entry_point(eps[name], group)
 
 
@@ -87,7 +112,15 @@ def load(group: str, name: str) -> tuple[Any, PluginInfo]:
             f"({plugin.value}): {type(e).__name__}: {e}"
         ) from e
     check_api_version(obj, plugin)
+    if group == ENVS:  # (a method is recorded once load_method has checked it)
+        _remember(plugin, obj)
     return obj, plugin
+
+
+def _remember(plugin: PluginInfo, obj: Any) -> None:
+    from wmlab import plugin_index
+
+    plugin_index.remember(plugin, obj)
 
 
 def load_method(name: str):
@@ -98,6 +131,7 @@ def load_method(name: str):
         raise RegistryError(f"method {name!r} ({plugin.value}) is not a subclass of wmlab.api.Method")
     if not hasattr(cls, "Config"):
         raise RegistryError(f"method {name!r} ({plugin.value}) declares no Config dataclass")
+    _remember(plugin, cls)
     return cls, plugin
 
 
@@ -107,12 +141,29 @@ def load_env_family(name: str):
 
 
 def survey(group: str) -> list[tuple[PluginInfo, str | None]]:
-    """Every plugin of a group with ``None`` if it loads, else the problem (for ``wmlab list``)."""
+    """Every plugin of a group with ``None`` if it loads, else the problem (for ``wmlab list``).
+
+    A plugin that loaded before and has not changed since (:mod:`wmlab.plugin_index`) is
+    not imported again."""
+    from wmlab import plugin_index
+
     rows = []
-    for name in names(group):
-        plugin = info(group, name)
+    eps, clashes = _scan(group)
+    for name in sorted(eps):
+        plugin = PluginInfo.from_entry_point(eps[name], group)
+        if name in clashes:
+            problem = _shadow_message(group, name, clashes[name])
+            warnings.warn(problem, stacklevel=2)
+            rows.append((plugin, problem))
+            continue
+        if plugin_index.lookup(plugin) is not None:
+            rows.append((plugin, None))
+            continue
         try:
-            load(group, name)
+            if group == METHODS:
+                load_method(name)
+            else:
+                load(group, name)
             rows.append((plugin, None))
         except RegistryError as e:
             warnings.warn(str(e), stacklevel=2)

@@ -19,19 +19,25 @@ Logical positions: in ring ``e``, position ``0`` is the oldest stored row and
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-from wmlab import keys
+from wmlab import keys, safeio
 
 #: our own trajectory id (a global episode counter), unique across resumes
 EPISODE = "episode"
 
-INDEX_FILE = "index.pt"
+#: the description of a saved replay (see :meth:`Replay.dumps`)
+REPLAY_JSON = "replay.json"
+REPLAY_FORMAT = "wmlab-replay"
+REPLAY_VERSION = 1
 ROWS_DIR = "rows"
+#: the index of a replay saved by checkpoint format 2 (read, no longer written)
+INDEX_FILE = "index.pt"
 
 
 class Replay:
@@ -178,32 +184,140 @@ class Replay:
     def _used_slots(self) -> torch.Tensor:
         return torch.cat([e * self.ring + torch.arange(int(n)) for e, n in enumerate(self.lengths)])
 
-    def dumps(self, path: str | Path) -> None:
-        """Write the stored rows (only the used slots) and the index to folder ``path``."""
+    def dumps(self, path: str | Path) -> dict[str, dict]:
+        """Write the index and the stored rows (only the used slots) to a new folder ``path``.
+
+        Every array is one raw file (see :mod:`wmlab.safeio`); ``replay.json`` says which,
+        with its dtype, shape, size and SHA-256. Returns ``{file: {"size", "sha256"}}`` of
+        every file written, relative to ``path`` (``replay.json`` too), for a checkpoint's
+        manifest."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        index = {name: torch.from_numpy(array.copy()) for name, array in self._np.items()}
-        index |= {"next_episode": torch.tensor(self.next_episode), "shape": torch.tensor([self.envs, self.ring])}
-        torch.save(index, path / INDEX_FILE)
+        (path / "index").mkdir(parents=True)
+        files: dict[str, dict] = {}
+
+        def record(rel: str, parts, dtype: torch.dtype, shape) -> dict:
+            files[rel] = safeio.write_tensors(path / rel, parts)
+            return {"file": rel, "dtype": safeio.dtype_name(dtype), "shape": [int(s) for s in shape],
+                    **files[rel]}
+
+        index = {}
+        for name, array in self._np.items():
+            t = torch.from_numpy(np.ascontiguousarray(array))
+            index[name] = record(f"index/{name}.bin", [t], t.dtype, t.shape)
+        rows = []
         if self.data is not None and len(self) > 0:
-            self.data[self._used_slots().to(self.device)].memmap(path / ROWS_DIR)
+            (path / ROWS_DIR).mkdir()
+            counts = [int(n) for n in self.lengths]
+            for i, (key, store) in enumerate(self._leaves):
+                # the used slots of each ring, ring after ring: contiguous pieces of storage
+                parts = (store[e * self.ring:e * self.ring + n] for e, n in enumerate(counts) if n)
+                entry = record(f"{ROWS_DIR}/{i:03d}.bin", parts, store.dtype, (len(self), *store.shape[1:]))
+                rows.append({"key": list(key) if isinstance(key, tuple) else [key], **entry})
+        manifest = {"format": REPLAY_FORMAT, "version": REPLAY_VERSION, "envs": self.envs, "ring": self.ring,
+                    "next_episode": int(self.next_episode), "index": index, "rows": rows}
+        files[REPLAY_JSON] = safeio.write_bytes(path / REPLAY_JSON, json.dumps(manifest, indent=1).encode())
+        return files
 
     def loads(self, path: str | Path) -> None:
-        """Read what :meth:`dumps` wrote; the replay must have the same envs and capacity."""
+        """Read what :meth:`dumps` wrote (or the index-and-memmap folder of wmlab's checkpoint
+        format 2); the replay must have the same envs and capacity. Files are only read, and
+        checked: :class:`wmlab.safeio.DamagedFile` names a file whose size or digest differs
+        from the recorded one, ``ValueError`` a replay of another shape."""
         path = Path(path)
-        index = torch.load(path / INDEX_FILE, weights_only=True)
-        envs, ring = index["shape"].tolist()
+        if not (path / REPLAY_JSON).exists() and (path / INDEX_FILE).exists():
+            return self._loads_format2(path)
+        try:
+            manifest = json.loads((path / REPLAY_JSON).read_text())
+        except FileNotFoundError:
+            raise safeio.DamagedFile(f"{REPLAY_JSON} is missing") from None
+        except (OSError, ValueError) as e:
+            raise safeio.DamagedFile(f"{REPLAY_JSON} is unreadable ({e})") from None
+        if manifest.get("format") != REPLAY_FORMAT or int(manifest.get("version", 0)) > REPLAY_VERSION:
+            raise ValueError(f"{path} holds no replay this wmlab can read "
+                             f"({manifest.get('format')!r} version {manifest.get('version')})")
+        self._check_shape(int(manifest["envs"]), int(manifest["ring"]))
+        arrays = {}
+        for name in self._np:
+            entry = manifest["index"][name]
+            arrays[name] = torch.empty(entry["shape"], dtype=safeio.parse_dtype(entry["dtype"]))
+            with safeio.CheckedReader(path / entry["file"], entry, entry["file"]) as r:
+                r.readinto(arrays[name])
+        self._set_index({name: t.numpy() for name, t in arrays.items()}, int(manifest["next_episode"]))
+        entries = manifest["rows"]
+        if entries:
+            data = TensorDict({}, batch_size=[self.capacity], device=self.device)
+            for entry in entries:
+                shape = entry["shape"]
+                if shape[0] != len(self):
+                    raise ValueError(f"the saved replay holds {shape[0]} rows, its index {len(self)}")
+                data.set(tuple(entry["key"]), torch.zeros((self.capacity, *shape[1:]),
+                                                          dtype=safeio.parse_dtype(entry["dtype"]),
+                                                          device=self.device))
+            counts = [int(n) for n in self.lengths]
+            for entry in entries:
+                store = data.get(tuple(entry["key"]))
+                with safeio.CheckedReader(path / entry["file"], entry, entry["file"]) as r:
+                    for e, n in enumerate(counts):
+                        if n:
+                            r.readinto(store[e * self.ring:e * self.ring + n])
+            self._use(data)
+        self.close_episodes()
+
+    def _check_shape(self, envs: int, ring: int) -> None:
         if (envs, ring) != (self.envs, self.ring):
             raise ValueError(f"the saved replay has {envs} envs x {ring} rows, this run "
                              f"{self.envs} x {self.ring} (keep run.envs and the capacity of the run)")
+
+    def _set_index(self, arrays: dict[str, np.ndarray], next_episode: int) -> None:
         for name in self._np:
-            self._np[name] = index[name].numpy().copy()
+            self._np[name] = np.array(arrays[name], dtype=self._np[name].dtype, copy=True)
         self._views()
-        self.next_episode = int(index["next_episode"])
-        if (path / ROWS_DIR).exists():
-            rows = TensorDict.load_memmap(path / ROWS_DIR)
-            if rows.shape[0] != len(self):
-                raise ValueError(f"the saved replay holds {rows.shape[0]} rows, its index {len(self)}")
-            self._allocate(rows[0].exclude(EPISODE))
-            self.data[self._used_slots().to(self.device)] = rows.to(self.device)
+        self.next_episode = next_episode
+
+    def _use(self, data: TensorDictBase) -> None:
+        self.data = data
+        self._leaves = [(k, self.data.get(k)) for k in self.data.keys(True, True)]
+
+    def _loads_format2(self, path: Path) -> None:
+        """A replay as checkpoint format 2 wrote it: ``index.pt`` (tensors only) and the rows
+        as a TensorDict memmap folder (``meta.json`` and one raw ``.memmap`` file per entry),
+        read here without a memory map, each file's size checked against its metadata."""
+        index = torch.load(path / INDEX_FILE, weights_only=True)
+        envs, ring = index["shape"].tolist()
+        self._check_shape(envs, ring)
+        self._set_index({name: index[name].numpy() for name in self._np}, int(index["next_episode"]))
+        rows_dir = path / ROWS_DIR
+        if not rows_dir.exists():
+            self.close_episodes()
+            return
+        data = TensorDict({}, batch_size=[self.capacity], device=self.device)
+        slots = self._used_slots().to(self.device)
+
+        def walk(folder: Path, prefix: tuple[str, ...]) -> None:
+            try:
+                meta = json.loads((folder / "meta.json").read_text())
+            except (OSError, ValueError) as e:
+                raise safeio.DamagedFile(f"{folder.relative_to(path)}/meta.json is unreadable ({e})") from None
+            for key, entry in meta.items():
+                if not isinstance(entry, dict):
+                    continue
+                if not key.isidentifier():
+                    raise ValueError(f"unexpected entry {key!r} in {folder}")
+                if entry.get("type") is not None:
+                    walk(folder / key, (*prefix, key))
+                    continue
+                if "dtype" not in entry or "shape" not in entry:
+                    continue
+                shape = entry["shape"]
+                if shape[0] != len(self):
+                    raise ValueError(f"the saved replay holds {shape[0]} rows, its index {len(self)}")
+                file = folder / f"{key}.memmap"
+                rows = safeio.read_raw(file, shape, safeio.parse_dtype(entry["dtype"]),
+                                       str(file.relative_to(path)))
+                store = torch.zeros((self.capacity, *shape[1:]), dtype=rows.dtype, device=self.device)
+                store[slots] = rows.to(self.device)
+                data.set((*prefix, key), store)
+
+        walk(rows_dir, ())
+        self._use(data)
         self.close_episodes()

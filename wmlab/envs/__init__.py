@@ -161,6 +161,10 @@ class EnvFamily:
     description: ClassVar[str] = ""
     #: the family's own settings (a dataclass); its fields join the ``env`` section
     Config: ClassVar[type] = NoConfig
+    #: True if :meth:`tasks` lists exactly the names :meth:`validate` accepts and depends on
+    #: nothing but the installed packages: the CLI may then reject an unknown ``--env``
+    #: from a list kept since the family was last imported (:mod:`wmlab.plugin_index`)
+    fixed_tasks: ClassVar[bool] = False
 
     def settings(self, cfg: Any) -> Any:
         """This family's :attr:`Config` holding the values of the ``env`` section ``cfg``.
@@ -211,6 +215,12 @@ class EnvFamily:
         Works for state-based envs too.
         """
         raise NotImplementedError
+
+    def uses_gl(self, name: str, cfg: Any) -> bool:
+        """Whether rendering task ``name`` (pixel observations, videos) needs an OpenGL
+        context through MuJoCo (``MUJOCO_GL``): the CLI then checks that one can be made
+        before any env step (:func:`wmlab.gl.require`). Optional: False by default."""
+        return False
 
     def eval_metrics(self, env: Any, last: Any) -> dict[str, float]:
         """Metrics of one evaluation episode besides its return, from its last step:

@@ -204,6 +204,7 @@ class Atari(EnvFamily):
     """Atari 2600 games through ale-py and gymnasium, DreamerV2's preprocessing."""
 
     description = "Atari 2600 games (ale-py), names like atari:pong, atari:montezuma-revenge"
+    fixed_tasks = True
     Config = AtariConfig
 
     def tasks(self) -> list[str]:

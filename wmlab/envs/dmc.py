@@ -100,6 +100,10 @@ _OBS_KINDS = ("state", "pixels")
 
 def _renderer_class():
     """``mujoco.Renderer``, or an :class:`EnvError` explaining why GL is unavailable."""
+    from wmlab import gl
+
+    if gl.problem() is not None:  # the CLI found it before importing mujoco
+        raise EnvError(gl.message(gl.problem()))
     if _GL_IMPORT_ERROR is not None:
         raise EnvError(_gl_message(_GL_IMPORT_ERROR)) from _GL_IMPORT_ERROR
     renderer_cls = getattr(mujoco, "Renderer", None)
@@ -116,20 +120,15 @@ _GL_LIBRARIES = {"egl": ("EGL", "libEGL.so.1"), "osmesa": ("OSMesa", "libOSMesa.
 
 
 def _gl_message(cause: BaseException) -> str:
-    backend = os.environ.get("MUJOCO_GL", "").lower()
-    lib = _GL_LIBRARIES.get(backend)
+    from wmlab import gl
+
+    lib = _GL_LIBRARIES.get(gl.wanted().lower())
     if lib is not None and ctypes.util.find_library(lib[0]) is None:
         # PyOpenGL's own error for a missing library is an opaque AttributeError
         what = f"{lib[1]} is not installed"
     else:
-        what = f"{type(cause).__name__}: {cause}"
-    return (
-        f"cannot start headless rendering with MUJOCO_GL={backend or '(unset)'}: {what}. "
-        f"Pixel observations and videos need an OpenGL library: on Debian/Ubuntu install "
-        f"libegl1 and use MUJOCO_GL=egl (the default), or install libosmesa6 and set "
-        f"MUJOCO_GL=osmesa (slower). State-based runs work without it if videos are off "
-        f"(eval.video=false)."
-    )
+        what = " ".join(f"{type(cause).__name__}: {cause}".split())
+    return gl.message(what)
 
 
 class FrameRenderer:
@@ -344,6 +343,11 @@ class DMControl(EnvFamily):
 
     description = "DeepMind Control Suite (MuJoCo), names domain-task, e.g. cheetah-run"
     Config = DMControlConfig
+    fixed_tasks = True
+
+    def uses_gl(self, name: str, cfg: Any) -> bool:
+        """Every task renders through MuJoCo's OpenGL context."""
+        return True
 
     def tasks(self) -> list[str]:
         """Every suite task (``dm_control.suite.ALL_TASKS``) as ``domain-task``, sorted."""

@@ -188,6 +188,11 @@ class Goal(Gym):
     description = "goal-conditioned MuJoCo tasks (desired/achieved goals), e.g. goal:reacher"
     Config = GoalConfig
     validate = EnvFamily.validate
+    fixed_tasks = True
+
+    def uses_gl(self, name: str, cfg: Any) -> bool:
+        """Every goal task is a MuJoCo simulation, drawn through OpenGL."""
+        return True
 
     def tasks(self) -> list[str]:
         return sorted(TASKS)

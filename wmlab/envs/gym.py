@@ -389,6 +389,25 @@ class Gym(EnvFamily):
                        f"registered id, e.g. gym:CartPole-v1, gym:Pendulum-v1; gym:module:ID "
                        f"imports module first; {len(ids)} ids registered now)")
 
+    def uses_gl(self, name: str, cfg: Any) -> bool:
+        """True for MuJoCo envs (a ``MujocoEnv``, or an entry point in a ``mujoco`` module):
+        they render through OpenGL."""
+        try:
+            self.validate(name)
+            gymnasium = _import_gymnasium()
+            from gymnasium.envs.registration import load_env_creator
+
+            entry = gymnasium.spec(name.rpartition(":")[2]).entry_point
+            module = entry if isinstance(entry, str) else getattr(entry, "__module__", "")
+            if "mujoco" in str(module).lower():
+                return True
+            creator = entry if callable(entry) else load_env_creator(entry)
+            from gymnasium.envs.mujoco import MujocoEnv
+
+            return isinstance(creator, type) and issubclass(creator, MujocoEnv)
+        except Exception:  # an unknown id or a missing package: make() will say so
+            return False
+
     def make(self, name: str, cfg: Any, *, seed: int) -> TransformedEnv:
         """Build the torchrl env of gymnasium id ``name`` (see the module docstring).
 

@@ -200,7 +200,9 @@ class Tracker:
 
         The store is ``tracking_uri(cfg.tracking.uri)``, the experiment
         ``cfg.tracking.experiment`` (created if needed), the run name ``cfg.run.name`` or
-        ``<method>-<env>-s<seed>``. A new run gets, once: the resolved config as artifact
+        ``<method>-<env>-s<seed>``, made unique in the experiment with a suffix of 4 hex
+        digits (always for the default, only if taken for ``cfg.run.name``; see
+        :mod:`wmlab.tracking.lookup`). A new run gets, once: the resolved config as artifact
         ``config.yaml``, the flattened config as params, and the tags ``wmlab.method``,
         ``wmlab.env``, ``wmlab.seed``, ``wmlab.plugin``, ``wmlab.plugin_version``,
         ``wmlab.version``, ``wmlab.git_revision`` (in a git checkout) and ``mlflow.runName``.
@@ -221,7 +223,9 @@ class Tracker:
                        resumed=True)
 
         exp_id = store.experiment_id(client, experiment)
-        name = _select(cfg, "run.name") or f"{method}-{env}-s{seed}"
+        from wmlab.tracking.lookup import unique_run_name
+
+        name = unique_run_name(client, exp_id, _select(cfg, "run.name"), f"{method}-{env}-s{seed}")
         tags = {
             "mlflow.runName": name,
             "mlflow.source.name": "wmlab",

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+from wmlab.errors import WmlabError
 from wmlab.tracking.store import artifact_root, client_for, sqlite_path, tracking_uri
+
+DEFAULT_HOST = "127.0.0.1"
 
 
 def _mlflow_command() -> list[str]:
@@ -22,13 +27,33 @@ def _mlflow_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "mlflow"]
 
 
-def ui_command(store_uri: str | None, port: int = 5000) -> tuple[list[str], dict[str, str]]:
+def check_port(host: str, port: int) -> None:
+    """:class:`WmlabError` (one line) if nothing can listen on ``host:port``, e.g. because
+    another server does (a port in TIME_WAIT is free, as for the server itself)."""
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError, ValueError) as e:
+        raise WmlabError(f"cannot serve the MLflow UI on host {host!r}: {e}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise WmlabError(f"port {port} on {host} is in use (another MLflow UI?); "
+                                 f"choose another with --port") from None
+            raise WmlabError(f"cannot serve the MLflow UI on {host}:{port}: {e.strerror or e}") from None
+
+
+def ui_command(store_uri: str | None, port: int = 5000,
+               host: str = DEFAULT_HOST) -> tuple[list[str], dict[str, str]]:
     """The ``mlflow server`` command line and environment :func:`ui` runs (for tests/tools)."""
     uri = tracking_uri(store_uri)
     cmd = _mlflow_command() + [
         "server",
         "--backend-store-uri", uri,
-        "--host", "127.0.0.1",
+        "--host", str(host),
         "--port", str(int(port)),
         "--workers", "1",
     ]
@@ -43,22 +68,26 @@ def ui_command(store_uri: str | None, port: int = 5000) -> tuple[list[str], dict
     return cmd, env
 
 
-def ui(store_uri: str | None, port: int = 5000) -> int:
+def ui(store_uri: str | None, port: int = 5000, host: str = DEFAULT_HOST) -> int:
     """Serve the MLflow UI on the store ``store_uri`` (resolved like :func:`tracking_uri`).
 
-    Runs ``mlflow server`` in the foreground on ``http://127.0.0.1:<port>`` with one worker
-    and no job execution (ready in about 5 s) until Ctrl+C; returns its exit code. If the
-    store is already a tracking server (``http(s)://``), prints its address and returns 0.
+    Runs ``mlflow server`` in the foreground on ``http://<host>:<port>`` with one worker
+    and no job execution (ready in about 5 s) until Ctrl+C; returns its exit code. A port
+    something else listens on is a :class:`WmlabError`. If the store is already a tracking
+    server (``http(s)://``), prints its address and returns 0. (MLflow answers requests
+    for localhost and private addresses; see its ``--allowed-hosts`` beyond those.)
     """
     uri = tracking_uri(store_uri)
     if uri.startswith(("http://", "https://")):
         print(f"The tracking store is already an MLflow server: open {uri}")
         return 0
+    check_port(host, port)
     db = sqlite_path(uri)
     if db is not None and not db.exists():
         client_for(uri)  # create the store with wmlab's artifact root before the server does
-    cmd, env = ui_command(uri, port)
-    print(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl+C stops it", flush=True)
+    cmd, env = ui_command(uri, port, host)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"MLflow UI on http://{shown}:{port} (store {uri}); Ctrl+C stops it", flush=True)
     proc = subprocess.Popen(cmd, env=env)
     previous = None
     if threading.current_thread() is threading.main_thread():

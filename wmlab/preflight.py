@@ -1,0 +1,132 @@
+"""Checks a command runs before its first env step, so that a setup problem costs seconds
+and one line (exit 2) rather than a traceback after hours of training.
+
+* :func:`writable_folder`: the checkpoint folder (and the local MLflow store) can be
+  created and written to;
+* :func:`tracking_store`: a local store is writable, a tracking server answers within
+  :data:`SERVER_TIMEOUT_S` seconds (MLflow's own retries would take minutes);
+* :func:`rendering`: an OpenGL context can be made when the run renders through MuJoCo
+  (:func:`wmlab.gl.require`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from wmlab.errors import WmlabError
+
+#: seconds a tracking server has to answer the probe
+SERVER_TIMEOUT_S = 5.0
+
+
+def writable_folder(folder: str | Path, what: str, setting: str) -> Path:
+    """:class:`WmlabError` naming ``what`` and the ``setting`` that chose ``folder`` unless a
+    file can be written in it, or, while it does not exist, in the nearest folder above it
+    that does (where it would be created). Leaves nothing behind."""
+    path = Path(folder).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "it is" if existing == path else f"{existing} is"
+        raise WmlabError(f"cannot write {what} to {path}: {where} a file, not a folder ({setting})")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".wmlab-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        where = "" if existing == path else f" (in {existing})"
+        raise WmlabError(f"cannot write {what} to {path}{where}: {reason} ({setting}); "
+                         f"choose a folder you can write to") from None
+    return path
+
+
+def _tracking_setting(cfg_uri: str | None) -> str:
+    if cfg_uri:
+        return "tracking.uri"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return "$MLFLOW_TRACKING_URI"
+    return "the default local store; tracking.uri=URI chooses another"
+
+
+def probe_server(uri: str, setting: str, timeout: float | None = None) -> None:
+    """:class:`WmlabError` unless an MLflow tracking server answers at ``uri`` within
+    ``timeout`` seconds (default :data:`SERVER_TIMEOUT_S`): its ``/health`` must say OK, or
+    ask for credentials (401, 403: MLflow's client brings them)."""
+    import urllib.error
+    import urllib.request
+
+    url = uri.rstrip("/") + "/health"
+    fix = f"start it, or unset {setting} to use the local store ./mlflow/"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="GET"),
+                                    timeout=SERVER_TIMEOUT_S if timeout is None else timeout):
+            return
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            return
+        raise WmlabError(f"{uri} ({setting}) answered HTTP {e.code} at /health: it is not an MLflow "
+                         f"tracking server; {fix}") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        reason = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+        raise WmlabError(f"cannot reach the MLflow tracking server {uri} ({setting}): {reason}; "
+                         f"{fix}") from None
+
+
+def tracking_store(cfg_uri: str | None) -> str:
+    """Check the store runs go to (resolved like :func:`wmlab.tracking.tracking_uri`);
+    returns its URI."""
+    from wmlab.tracking.store import ARTIFACTS_DIR, local_store_uri, sqlite_path
+
+    uri = cfg_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri()
+    setting = _tracking_setting(cfg_uri)
+    if uri.startswith(("http://", "https://")):
+        probe_server(uri, setting)
+        return uri
+    db = sqlite_path(uri)
+    if db is not None:
+        writable_folder(db.parent, "the MLflow store", setting)
+        writable_folder(db.parent / ARTIFACTS_DIR, "MLflow artifacts", setting)
+        if db.exists() and not os.access(db, os.W_OK):
+            raise WmlabError(f"cannot write the MLflow store {db}: it is read-only ({setting})")
+        return uri
+    if uri.startswith("file:") or "://" not in uri:
+        folder = uri.removeprefix("file://").removeprefix("file:")
+        writable_folder(folder, "the MLflow store", setting)
+    return uri
+
+
+def rendering(family: Any, task: str, env_cfg: Any, *, video: bool) -> None:
+    """Make sure rendering works if this run renders (pixel observations, or ``video``)
+    through MuJoCo's OpenGL; nothing otherwise (GL is not touched)."""
+    pixels = str(env_cfg.obs) == "pixels"
+    if not (pixels or video):
+        return
+    uses_gl = getattr(family, "uses_gl", None)
+    if uses_gl is None or not uses_gl(task, env_cfg):
+        return
+    from wmlab import gl
+
+    gl.require("pixel observations" if pixels else "videos (eval.video)")
+
+
+def storage(cfg: Any, *, run_id: str | None = None) -> None:
+    """The checkpoint folder (a resumed run's own too) and the tracking store of ``cfg``."""
+    writable_folder(cfg.checkpoint.dir, "checkpoints", "checkpoint.dir")
+    if run_id is not None:  # a resumed run writes into its existing folder
+        folder = Path(cfg.checkpoint.dir).expanduser() / run_id
+        if folder.exists():
+            writable_folder(folder, "checkpoints", "checkpoint.dir")
+    tracking_store(cfg.tracking.uri)
+
+
+def fit(cfg: Any, family: Any, task: str, *, run_id: str | None = None) -> None:
+    """Everything ``wmlab fit`` needs, checked before the envs are built."""
+    storage(cfg, run_id=run_id)
+    video = bool(cfg.eval.video) and (cfg.eval.every > 0 or bool(cfg.eval.final))
+    rendering(family, task, cfg.env, video=video)
