@@ -234,7 +234,7 @@ def test_missing_gl_library_is_a_clear_error():
     assert "libOSMesa" in out.stdout  # says what is missing
 
 
-@pytest.mark.parametrize("name", ["dmc", "atari", "gym", "goal"])
+@pytest.mark.parametrize("name", ["dmc", "atari", "gym", "goal", "sokoban"])
 def test_family_config_fields_are_documented(name):
     """Every field of a built-in family's Config has a docstring under it (as methods' do)."""
     import dataclasses

@@ -24,7 +24,7 @@ class Plugin(Method):
 
 def test_builtins_are_entry_points():
     assert "tdmpc" in registry.names(registry.METHODS)
-    assert {"dmc", "atari", "gym", "goal"} <= set(registry.names(registry.ENVS))
+    assert {"dmc", "atari", "gym", "goal", "sokoban"} <= set(registry.names(registry.ENVS))
     plugin = registry.info(registry.METHODS, "tdmpc")
     assert plugin.dist == "wmlab" and plugin.value.startswith("wmlab_plugins.")
 

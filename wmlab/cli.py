@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("wmlab: interrupted", file=sys.stderr)
+        import gc
+
+        # an interrupted fit leaves large cycles (trainer, loaders, envs) whose collection at
+        # interpreter exit took 10-20 s; nothing in them needs finalizing (the run is ended
+        # and its files are written), so the exit skips them
+        gc.freeze()
         return 130
 
 
@@ -244,6 +250,7 @@ def cmd_fit(args) -> int:
         run.ckpt_dir = Path(cfg.checkpoint.dir).resolve() / run.tracker.run_id
         loop.train(run, resume)
         return 0
+    mark_dead_runs_killed(cfg.tracking.uri)
     with Tracker.start(cfg, method=method_name, env=cfg.env.name, seed=cfg.run.seed,
                        plugin_dist=plugin.dist, plugin_version=plugin.version, run_id=run_id) as tracker:
         os.environ["WMLAB_RUN_ID"] = tracker.run_id  # inherited by DDP workers
@@ -252,12 +259,32 @@ def cmd_fit(args) -> int:
         tracker.set_tag("wmlab.checkpoint_dir", str(run.ckpt_dir))
         print(f"wmlab: run {tracker.run_id} ({tracker.run_name}: {method_name} on {cfg.env.name}, "
               f"seed {cfg.run.seed}); checkpoints in {run.ckpt_dir}", file=sys.stderr)
-        summary = loop.train(run, resume)
+        run.stop.install()  # Ctrl-C / SIGTERM: stop at the next safe point with a checkpoint
+        try:
+            summary = loop.train(run, resume)
+        except KeyboardInterrupt:
+            if run.stopped_checkpoint is not None:
+                print(f"\nwmlab: stopped at {run.progress.env_steps} env steps; checkpoint "
+                      f"{run.stopped_checkpoint}; continue with: wmlab fit --resume {tracker.run_id}",
+                      file=sys.stderr)
+            raise
+        finally:
+            run.stop.uninstall()
     ret = summary.get("eval_return")
     print(f"wmlab: done: {summary['env_steps']} env steps, {summary['updates']} updates"
           + (f", eval return {ret:.1f}" if ret is not None else "")
           + f"; run {tracker.run_id}; checkpoint {summary['checkpoint']}")
     return 0
+
+
+def mark_dead_runs_killed(uri) -> None:
+    """Runs of the store left RUNNING by a process that is gone (``kill -9``) become KILLED."""
+    from wmlab.tracking import client_for
+    from wmlab.tracking.store import mark_dead_runs_killed as mark
+
+    for run_id in mark(client_for(uri)):
+        print(f"wmlab: run {run_id} had stopped without ending (its process is gone): marked KILLED",
+              file=sys.stderr)
 
 
 def _new_file(path: Path) -> Path:

@@ -113,6 +113,10 @@ class EvalConfig:
 class CheckpointConfig:
     every: int = 50_000
     """Checkpoint at the first episode end after every this many env steps (0: only at the end)."""
+    minutes: float = 5.0
+    """Also checkpoint at the first episode end after this many minutes since the last
+    checkpoint, so a crash loses minutes of work at most (0: by env steps only). Ctrl-C and
+    SIGTERM write one too, at the next safe point."""
     dir: str = "checkpoints"
     """Checkpoints go to ``<dir>/<mlflow run id>/``."""
     replay: bool = True

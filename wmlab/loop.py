@@ -65,11 +65,68 @@ class Run:
     optimizer_states: list = field(default_factory=list)
     """Optimizer states carried from one gradient stage to the next (and through checkpoints)."""
     last_return: float | None = None
+    ended: list = field(default_factory=list)
+    """``(env step, return, length)`` of training episodes ended in this collection step."""
     last_eval: float | None = None
     last_eval_step: int | None = None
     last_eval_updates: tuple | None = None
     step_listeners: list = field(default_factory=list)
     """Extra ``fn(td)`` called on every collection step (``td [N, T]``; benchmarks, tools)."""
+    stop: "StopRequest" = field(default_factory=lambda: StopRequest())
+    """Ctrl-C / SIGTERM: stop at the next safe point, with a checkpoint (see :class:`StopRequest`)."""
+    eval_pending: bool = False
+    """An evaluation due at this env step was interrupted: a resume takes it first."""
+    last_checkpoint_time: float = field(default_factory=time.monotonic)
+    stopped_checkpoint: Path | None = None
+    """The checkpoint written when a stop was asked for, if any."""
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM while a run trains.
+
+    The first signal asks the run to stop at its next safe point: after the update, env step,
+    evaluation step or search episode batch under way (seconds in every phase); there the run
+    raises :class:`KeyboardInterrupt`, and :func:`train` writes a checkpoint of that point
+    before it propagates (an interrupted evaluation is taken again first on resume). A second
+    signal stops at once, with no checkpoint. :meth:`install` (the CLI does) routes both
+    signals here; without it Ctrl-C raises at once, as Python does."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.forced = False
+        self._saved: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM (from the main thread)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._saved[sig] = signal.signal(sig, self.handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        self._saved = {}
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._saved)
+
+    def handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\nwmlab: {signal.Signals(signum).name}: stopping at the next safe point with a "
+              f"checkpoint (again: stop now, without one)", file=sys.stderr, flush=True)
+
+    def check(self) -> None:
+        """Raise :class:`KeyboardInterrupt` if a stop was asked for."""
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+    @property
+    def graceful(self) -> bool:
+        """A stop was asked for and reached a safe point (a checkpoint there is consistent)."""
+        return self.signum is not None and not self.forced
 
 
 def process_rank() -> int:
@@ -173,15 +230,18 @@ def replay_device(cfg: DictConfig, trainer: L.Trainer) -> torch.device:
 
 class Clock:
     """One clock in env steps for every stage kind: evaluation every ``eval.every`` env steps,
-    checkpoints at the first episode end after every ``checkpoint.every`` (or, with several
-    envs that never end together, one episode length later), throughput every 10 s.
-    Every collection step ticks it, every update and every search generation too."""
+    checkpoints at the first episode end after every ``checkpoint.every`` env steps or
+    ``checkpoint.minutes`` minutes (or, with several envs that never end together, one
+    episode length later), throughput every 10 s. Every collection step ticks it, every
+    update and every search generation too; each tick is also a safe point to stop at
+    (:class:`StopRequest`)."""
 
     def __init__(self, run: Run, throughput_every: float = 10.0):
         self.run = run
         p = run.progress
         self.next_eval = self._next(run.cfg.eval.every)
         self.next_ckpt = self._next(run.cfg.checkpoint.every)
+        self.ckpt_seconds = 60.0 * float(run.cfg.checkpoint.minutes)
         self.throughput_every = throughput_every
         self._mark = (time.monotonic(), p.env_steps, p.updates)
 
@@ -200,6 +260,9 @@ class Clock:
             if run.last_eval_step != p.env_steps:  # (a stage's end may have evaluated here)
                 evaluate_now(run)
             self.next_eval = self._next(run.cfg.eval.every)
+        if (self.ckpt_seconds > 0 and time.monotonic() - run.last_checkpoint_time >= self.ckpt_seconds
+                and (self.next_ckpt is None or self.next_ckpt > p.env_steps)):
+            self.next_ckpt = p.env_steps  # due by time: at the next episode end, as by steps
         if self.next_ckpt is not None and p.env_steps >= self.next_ckpt:
             overdue = p.env_steps >= self.next_ckpt + run.specs.episode_policy_steps * run.specs.action_repeat
             if stream is None or stream.at_episode_boundary or overdue:
@@ -212,6 +275,10 @@ class Clock:
             run.tracker.log_metrics({"time/env_steps_per_s": (p.env_steps - s0) / dt,
                                      "time/updates_per_s": (p.updates - u0) / dt}, step=p.env_steps)
             self._mark = (now, p.env_steps, p.updates)
+        if run.stop.signum is not None:
+            if trainer is not None and trainer.optimizers:  # the states the checkpoint needs
+                run.optimizer_states = current_optimizer_states(run, trainer)
+            run.stop.check()
 
 
 class Ticks(Callback):
@@ -220,6 +287,13 @@ class Ticks(Callback):
 
     def __init__(self, run: Run, stage: Stage, bar: "ProgressBar"):
         self.run, self.stage, self.bar = run, stage, bar
+
+    def on_train_start(self, trainer, pl_module):
+        # Lightning logs every trainer.log_every_n_steps batches counted from its own start:
+        # a resumed stage continues the count, so its metrics land at the same env steps
+        loop = trainer.fit_loop.epoch_loop
+        if hasattr(loop, "_batches_that_stepped"):
+            loop._batches_that_stepped = self.run.progress.stage_updates
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         p = self.run.progress
@@ -292,6 +366,7 @@ class EvalProgress:
 
     def __init__(self, run: Run):
         cfg = run.cfg
+        self.stop = run.stop
         self.episodes, self.step = cfg.eval.episodes, run.progress.env_steps
         self.bar = tqdm(total=self.episodes * run.specs.episode_policy_steps, leave=False,
                         desc=f"eval at {self.step} env steps", unit="step", dynamic_ncols=True,
@@ -300,6 +375,7 @@ class EvalProgress:
     def __call__(self, episode: int, steps: int, ret: float | None, seconds: float) -> None:
         if ret is None:  # a policy step of a running episode
             self.bar.update(1)
+            self.stop.check()
             return
         if self.bar.disable:
             print(f"eval at {self.step} env steps: episode {episode + 1}/{self.episodes} return "
@@ -329,6 +405,7 @@ def evaluate_now(run: Run) -> float:
         render = lambda env: run.family.render(env, cfg.eval.video_size)  # noqa: E731
     max_steps = run.specs.episode_policy_steps
     progress = EvalProgress(run)
+    run.eval_pending = True  # until it completes (a stop in between: the resume evaluates here)
     try:
         result = seeded(lambda: evaluate(run.eval_env, policy, episodes=cfg.eval.episodes,
                                          max_steps=max_steps, seed=cfg.run.seed, render=render,
@@ -336,6 +413,7 @@ def evaluate_now(run: Run) -> float:
                         cfg.run.seed + run.progress.env_steps)
     finally:
         progress.close()
+    run.eval_pending = False
     step = run.progress.env_steps
     run.tracker.log_metrics({"eval/episode_return": result.mean, "eval/episode_return_std": result.std,
                              **{f"eval/{k}": v for k, v in result.metrics.items()}}, step=step)
@@ -374,6 +452,7 @@ def checkpoint_state(run: Run, trainer: L.Trainer | None) -> dict[str, Any]:
         "optimizers": current_optimizer_states(run, trainer),
         "progress": run.progress.state_dict(),
         "rng": checkpoint.rng_state(),
+        "eval_pending": run.eval_pending,
     }
     run.method.on_save_checkpoint(state)
     return state
@@ -382,8 +461,12 @@ def checkpoint_state(run: Run, trainer: L.Trainer | None) -> dict[str, Any]:
 def save_checkpoint(run: Run, trainer: L.Trainer | None, *, with_replay: bool | None = None) -> Path:
     with_replay = run.cfg.checkpoint.replay if with_replay is None else with_replay
     name = f"step-{run.progress.env_steps:010d}"
+    # what was logged up to this point is stored before the checkpoint exists, so a resume
+    # from it replays only steps whose metrics the run may lack (see Tracker)
+    run.tracker.flush()
     path = checkpoint.save(run.ckpt_dir, name, checkpoint_state(run, trainer),
                            run.replay if with_replay else None)
+    run.last_checkpoint_time = time.monotonic()
     log.info("checkpoint written: %s", path)
     return path
 
@@ -418,6 +501,7 @@ def restore(run: Run, ckpt: Path, state: dict[str, Any]) -> None:
     restore_weights(run, ckpt, state)
     run.progress.load_state_dict(state["progress"])
     checkpoint.set_rng_state(state["rng"])
+    run.eval_pending = bool(state.get("eval_pending", False))
     if not checkpoint.load_replay(ckpt, run.replay, state.get("version", 1)):
         log.warning("%s holds no replay buffer; resuming with an empty one", ckpt)
     run.optimizer_states = state.get("optimizers", [])
@@ -453,6 +537,7 @@ def make_collection(run: Run, stage: Stage, spec: DataSpec) -> Collection:
                             replay=None if spec.on_policy else run.replay,
                             row_keys=stored_keys(run.specs),
                             steps=spec.sequence_length if spec.on_policy else 1)
+    collection.on_step.append(lambda td: log_episodes(run))
     collection.on_step.extend(run.step_listeners)
     if not spec.on_policy:  # (a rollout is ticked after its update: a checkpoint between would lose it)
         collection.on_step.append(lambda td: run.clock.tick(run.trainer))
@@ -520,7 +605,10 @@ def run_gradient(run: Run, stage: Stage, bar: ProgressBar) -> None:
     trainer = make_trainer(run.cfg, callbacks, logger)
     run.trainer = trainer
     try:
-        fit_interruptible(trainer, run.method, DataLoader(run.stream, batch_size=None, collate_fn=_as_is))
+        # (a generator of its own: the loader's seed draw leaves the global RNG alone, so a
+        # stage started by a resume consumes the same random numbers as one that went on)
+        loader = DataLoader(run.stream, batch_size=None, collate_fn=_as_is, generator=torch.Generator())
+        fit_interruptible(trainer, run.method, loader, run.stop)
         run.optimizer_states = current_optimizer_states(run, trainer)
     finally:
         run.trainer = None
@@ -534,6 +622,7 @@ def run_search(run: Run, stage: Stage, bar: ProgressBar) -> None:
         candidates = run.method.ask()
         if search.in_env:
             fitness = torch.tensor([score_in_env(run, c, search.episodes) for c in candidates])
+            run.stop.check()
         else:
             fitness = torch.as_tensor(run.method.score(candidates), dtype=torch.float32).reshape(-1)
         extra = run.method.tell(fitness) or {}
@@ -564,6 +653,7 @@ def score_in_env(run: Run, policy, episodes: int) -> float:
         run.progress.env_steps += steps * run.specs.action_repeat
         run.progress.stage_env_steps += steps * run.specs.action_repeat
         run.progress.episodes += take
+        run.stop.check()
     return float(sum(returns) / len(returns))
 
 
@@ -590,8 +680,10 @@ def _as_is(batch):
     return batch
 
 
-def fit_interruptible(trainer: L.Trainer, module, loader) -> None:
-    """``trainer.fit``, turning Lightning's exit on Ctrl-C back into a KeyboardInterrupt."""
+def fit_interruptible(trainer: L.Trainer, module, loader, stop: StopRequest | None = None) -> None:
+    """``trainer.fit``, turning Lightning's exit on Ctrl-C (or SIGTERM) back into a
+    KeyboardInterrupt; Ctrl-C is then handled as before the fit (Lightning ignores it while
+    it shuts down)."""
     try:
         trainer.fit(module, train_dataloaders=loader)
     except SystemExit:
@@ -599,14 +691,34 @@ def fit_interruptible(trainer: L.Trainer, module, loader) -> None:
             raise KeyboardInterrupt from None
         raise
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        installed = stop is not None and stop.installed
+        signal.signal(signal.SIGINT, stop.handle if installed else signal.default_int_handler)
 
 
 def on_episode(run: Run, ret: float, length: int) -> None:
+    """A finished training episode: kept until the collection step ends (several envs may end
+    episodes at the same env step; see :func:`log_episodes`)."""
     run.last_return = ret
-    run.tracker.log_metrics({"collect/episode_return": ret,
-                             "collect/episode_length": length * run.specs.action_repeat},
-                            step=run.progress.env_steps)
+    step = run.progress.env_steps
+    if run.ended and run.ended[0][0] != step:
+        log_episodes(run)
+    run.ended.append((step, ret, length))
+
+
+def log_episodes(run: Run) -> None:
+    """Log the episodes that ended at one env step as one value per metric at that step: the
+    mean return and length (env steps) over them, and how many ended."""
+    if not run.ended:
+        return
+    step = run.ended[0][0]
+    rets = [r for _, r, _ in run.ended]
+    lengths = [n for _, _, n in run.ended]
+    metrics = {"collect/episode_return": sum(rets) / len(rets),
+               "collect/episode_length": sum(lengths) / len(lengths) * run.specs.action_repeat}
+    if len(rets) > 1 or num_envs(run.env) > 1:
+        metrics["collect/episodes_ended"] = len(rets)
+    run.ended.clear()
+    run.tracker.log_metrics(metrics, step=step)
 
 
 def fresh_eval(run: Run) -> bool:
@@ -626,6 +738,18 @@ def train(run: Run, resume: tuple[Path, dict] | None = None) -> dict[str, Any]:
         restore(run, *resume)
     stages = run.method.stages()
     run.clock = Clock(run)
+    try:
+        if run.eval_pending and process_rank() == 0:  # interrupted at this step: take it now
+            evaluate_now(run)
+        return run_stages(run, stages)
+    except KeyboardInterrupt:
+        if process_rank() == 0 and run.stop.graceful:
+            run.stopped_checkpoint = save_checkpoint(run, None)
+        raise
+
+
+def run_stages(run: Run, stages: list[Stage]) -> dict[str, Any]:
+    cfg = run.cfg
     while True:  # the last stage stays current, so a finished run can be resumed for longer
         stage = stages[run.progress.stage_index]
         run.progress.stage = stage.name

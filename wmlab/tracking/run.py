@@ -149,6 +149,15 @@ class Tracker:
     Tensor values are held, still on their device, until :meth:`flush`, until 1000 of them
     wait or until :attr:`flush_every_s` seconds after the first of them, and then turned into
     floats together (one host transfer per device, not one per value).
+
+    Exact curves across resume: the core flushes before every checkpoint, so everything
+    logged up to a checkpoint is stored before the checkpoint exists; a run resumed from it
+    replays the env steps after it and logs their metrics again. A resumed tracker
+    (``resumed=True``) therefore reads, per metric, the last env step the run holds and how
+    many values it holds there (:func:`~wmlab.tracking.store.logged_so_far`), and drops what
+    is logged again up to that point: each metric keeps one value per env step, with no gap,
+    whether the previous attempt ended by Ctrl-C, SIGTERM, ``kill -9`` or a power loss (the
+    replayed steps log the same values where the resume is deterministic).
     """
 
     def __init__(self, client: "MlflowClient", run_id: str, *, experiment_name: str = "",
@@ -169,6 +178,9 @@ class Tracker:
         self._held_since = 0.0
         self._ended: Optional[str] = None
         self._valid_keys: set[str] = set()
+        # resumed: {metric: [last env step stored, values stored there not yet seen again]}
+        self._stored = ({k: list(v) for k, v in store.logged_so_far(client, run_id).items()}
+                        if resumed else {})
 
     # --- creation ----------------------------------------------------------------------
     @classmethod
@@ -204,6 +216,8 @@ class Tracker:
         if run_id is not None:
             run = store.get_run(client, run_id)
             client.update_run(run_id, status="RUNNING")
+            for key, value in store.owner_tags().items():
+                client.set_tag(run_id, key, value, synchronous=True)
             exp_name = client.get_experiment(run.info.experiment_id).name
             return cls(client, run_id, experiment_name=exp_name, flush_every_s=flush_every_s,
                        resumed=True)
@@ -222,6 +236,7 @@ class Tracker:
             "wmlab.plugin": plugin_dist,
             "wmlab.plugin_version": plugin_version,
             "wmlab.version": _wmlab_version(),
+            **store.owner_tags(),
         }
         with contextlib.suppress(Exception):
             import getpass
@@ -321,6 +336,8 @@ class Tracker:
             if key not in self._valid_keys:
                 _check_metric_name(key)
                 self._valid_keys.add(key)
+            if self._stored and self._logged_before(key, step):
+                continue
             if tensor is not None and isinstance(value, tensor):
                 if value.numel() != 1:
                     raise ValueError(f"metric {key!r} must be a scalar, got a tensor of shape "
@@ -338,6 +355,21 @@ class Tracker:
                        or time.monotonic() - self._held_since >= self.flush_every_s)
             if due:
                 self._send(self._release_held())
+
+    def _logged_before(self, key: str, step: int) -> bool:
+        """Whether the run already holds this value of ``key`` at ``step`` (logged by the
+        attempt before a resume; see the class docstring)."""
+        mark = self._stored.get(key)
+        if mark is None:
+            return False
+        last, left = mark
+        if step < last:
+            return True
+        if step == last and left > 0:
+            mark[1] -= 1
+            return True
+        del self._stored[key]  # past what the run held: log from now on
+        return False
 
     def _release_held(self) -> list["Metric"]:
         """The held tensor values as metrics, converted together."""

@@ -216,3 +216,75 @@ def find_run(run_id_or_name: str, *, uri: str | None = None,
     where = f" in experiment {experiment!r}" if experiment else ""
     raise WmlabError(f"no MLflow run with id or name {run_id_or_name!r}{where} "
                      f"in {client.tracking_uri}")
+
+
+# --- runs whose process is gone, and what a run logged before it stopped ---------------------
+
+#: tags that say which process owns a RUNNING run
+HOST_TAG, PID_TAG, PID_START_TAG = "wmlab.host", "wmlab.pid", "wmlab.pid_start"
+
+
+def _process_start(pid: int) -> Optional[str]:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``), to tell it from a
+    later process given the same pid; ``None`` where ``/proc`` has no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]  # field 22, counted after the command name
+
+
+def owner_tags() -> dict[str, str]:
+    """The tags naming this process as the owner of a run (set when a run starts or resumes)."""
+    import socket
+
+    pid = os.getpid()
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid),
+            PID_START_TAG: _process_start(pid) or ""}
+
+
+def _owner_gone(tags: dict[str, str]) -> bool:
+    """Whether the process named by a run's owner tags has ended (only decidable for this
+    host; runs of other hosts, or without the tags, are never taken for dead)."""
+    import socket
+
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return False
+    pid = int(tags[PID_TAG])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    started = tags.get(PID_START_TAG)
+    return bool(started) and _process_start(pid) != started  # the pid now names another process
+
+
+def mark_dead_runs_killed(client: "MlflowClient") -> list[str]:
+    """Set every RUNNING run of the store whose owning process (on this host) is gone, after a
+    ``kill -9`` or a power loss, to KILLED; returns their ids. Every ``wmlab fit`` and
+    ``wmlab eval`` does this first; a resume then sets its run RUNNING again."""
+    from mlflow.entities import ViewType
+
+    exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    dead = []
+    for start in range(0, len(exp_ids), 100):
+        for run in client.search_runs(exp_ids[start:start + 100], "attributes.status = 'RUNNING'",
+                                      max_results=1000):
+            if _owner_gone(run.data.tags):
+                client.set_terminated(run.info.run_id, status="KILLED")
+                dead.append(run.info.run_id)
+    return dead
+
+
+def logged_so_far(client: "MlflowClient", run_id: str) -> dict[str, tuple[int, int]]:
+    """``{metric: (last env step, values logged at that step)}`` of a run, what a resumed run
+    must not log again (see :class:`~wmlab.tracking.run.Tracker`)."""
+    marks = {}
+    for key in client.get_run(run_id).data.metrics:
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        if steps:
+            last = max(steps)
+            marks[key] = (last, steps.count(last))
+    return marks

@@ -1,0 +1,198 @@
+"""Runs a researcher can trust after a crash: one value per metric and env step across a
+resume, Ctrl-C and SIGTERM stopping within seconds with a checkpoint, checkpoints by time,
+runs of a killed process marked KILLED."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from omegaconf import OmegaConf
+
+from wmlab.cli import main
+from wmlab.tracking import Tracker, client_for, store
+
+DEBUG = ["--method", "tdmpc", "--env", "cartpole-swingup", "--preset", "debug", "run.threads=1",
+         "eval.video=false"]
+
+
+def history(client, run_id: str) -> dict[str, list[int]]:
+    """``{metric: [env steps of its values, sorted]}`` of a run, throughput left out."""
+    run = client.get_run(run_id)
+    return {k: sorted(m.step for m in client.get_metric_history(run_id, k))
+            for k in run.data.metrics if not k.startswith("time/")}
+
+
+def only_run(client):
+    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
+    return run
+
+
+# --- the tracker: what a resumed run logs again is dropped ---------------------------------
+
+
+def test_a_resumed_tracker_logs_each_step_once(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = OmegaConf.create({"tracking": {"uri": uri, "experiment": "wmlab"}})
+    first = Tracker.start(cfg, method="m", env="e", seed=1, plugin_dist="d", plugin_version="1")
+    for step in (10, 20, 30):
+        first.log_metrics({"loss": step / 10}, step=step)
+    first.log_metrics({"loss": 3.5}, step=30)  # two values at one step, as a run may log
+    first.log_metrics({"eval": 1.0}, step=20)
+    first.flush()  # then the process dies without ending the run
+    again = Tracker.start(cfg, method="m", env="e", seed=1, plugin_dist="d", plugin_version="1",
+                          run_id=first.run_id)
+    # the resumed attempt replays from a checkpoint at step 10 and goes on to 50
+    for step in (10, 20, 30, 40, 50):
+        again.log_metrics({"loss": step / 10}, step=step)
+        if step == 30:
+            again.log_metrics({"loss": 3.5}, step=30)
+        if step in (20, 40):
+            again.log_metrics({"eval": 2.0}, step=step)
+    again.end()
+    client = again.client
+    assert history(client, first.run_id) == {"loss": [10, 20, 30, 30, 40, 50], "eval": [20, 40]}
+    values = [m.value for m in client.get_metric_history(first.run_id, "eval")]
+    assert sorted(values) == [1.0, 2.0]  # the first attempt's value at 20 is kept
+
+
+# --- runs whose process is gone ------------------------------------------------------------
+
+
+def test_runs_of_a_dead_process_are_marked_killed(tmp_path):
+    client = client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = store.experiment_id(client, "wmlab")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = client.create_run(exp, tags={**store.owner_tags(), store.PID_TAG: gone,
+                                        store.PID_START_TAG: ""})
+    mine = client.create_run(exp, tags=store.owner_tags())
+    elsewhere = client.create_run(exp, tags={**store.owner_tags(), store.HOST_TAG: "another-host",
+                                             store.PID_TAG: gone})
+    untagged = client.create_run(exp)
+    assert store.mark_dead_runs_killed(client) == [dead.info.run_id]
+    status = {r: client.get_run(r.info.run_id).info.status for r in (dead, mine, elsewhere, untagged)}
+    assert status[dead] == "KILLED"
+    assert status[mine] == status[elsewhere] == status[untagged] == "RUNNING"
+
+
+def test_a_reused_pid_does_not_keep_a_run_alive(tmp_path):
+    client = client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = store.experiment_id(client, "wmlab")
+    # this process's pid, but another process start: the run's owner was an earlier process
+    run = client.create_run(exp, tags={**store.owner_tags(), store.PID_START_TAG: "1"})
+    assert store.mark_dead_runs_killed(client) == [run.info.run_id]
+
+
+# --- end to end: SIGTERM, kill -9, checkpoints by time --------------------------------------
+
+
+def start_fit(folder: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+    return subprocess.Popen([sys.executable, "-m", "wmlab.cli", "fit", *DEBUG, *args], cwd=folder,
+                            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+
+
+def wait_for(proc: subprocess.Popen, pattern: bytes, timeout: float = 240.0) -> bytes:
+    """Read the run's stderr until ``pattern`` appears; what was read."""
+    seen, deadline = b"", time.monotonic() + timeout
+    while not re.search(pattern, seen):
+        chunk = proc.stderr.read1(4096)
+        if not chunk or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{pattern!r} not seen; the run printed: {seen[-2000:].decode()}")
+        seen += chunk
+    return seen
+
+
+@pytest.mark.slow
+def test_sigterm_stops_within_seconds_with_a_checkpoint_and_the_resume_has_no_duplicates(tmp_path, monkeypatch):
+    proc = start_fit(tmp_path, "run.steps=600", "eval.every=200", "checkpoint.every=0")
+    wait_for(proc, rb"eval at 200 env steps: episode 1/1")
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    took = time.monotonic() - sent
+    assert proc.returncode == 130, rest
+    assert took < 20, took  # seconds, not the rest of the run (about 2 s here)
+    stopped = re.search(r"stopped at (\d+) env steps; checkpoint (\S+);", rest)
+    assert stopped is not None, rest
+    assert Path(stopped.group(2), "state.pt").is_file()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = only_run(client)
+    assert run.info.status == "KILLED"
+    assert main(["fit", "--resume", run.info.run_id]) == 0
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    steps = history(client, run.info.run_id)
+    assert steps["eval/episode_return"] == [200, 400, 600]
+    assert steps["collect/episode_return"] == [100, 200, 300, 400, 500, 600]
+    for key, at in steps.items():
+        assert len(at) == len(set(at)), f"{key} has two values at one env step: {at}"
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_leaves_no_gap_and_no_duplicate(tmp_path, monkeypatch):
+    proc = start_fit(tmp_path, "run.steps=600", "eval.every=100", "checkpoint.every=200")
+    wait_for(proc, rb"eval at 300 env steps: episode 1/1")  # a checkpoint at 200, metrics past it
+    proc.kill()
+    proc.wait(timeout=30)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = only_run(client)
+    assert run.info.status == "RUNNING"  # nobody ended it
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["fit", "--resume", run.info.run_id]) == 0  # marks it KILLED, then RUNNING again
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    steps = history(client, run.info.run_id)
+    assert steps["eval/episode_return"] == [100, 200, 300, 400, 500, 600]
+    assert steps["collect/episode_return"] == [100, 200, 300, 400, 500, 600]
+    for key, at in steps.items():
+        assert len(at) == len(set(at)), f"{key} has two values at one env step: {at}"
+
+
+def test_checkpoints_by_time(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    written = []
+    from wmlab import loop
+
+    real = loop.save_checkpoint
+
+    def spy(run, trainer, **kw):
+        written.append(run.progress.env_steps)
+        return real(run, trainer, **kw)
+
+    monkeypatch.setattr(loop, "save_checkpoint", spy)
+    # by env steps only at the end; by time (a minute's hundredth, every episode end after it)
+    assert main(["fit", *DEBUG, "checkpoint.every=0", "checkpoint.minutes=0.0001"]) == 0
+    episode_ends = [s for s in written[:-1]]
+    assert episode_ends and all(s % 100 == 0 for s in episode_ends), written  # at episode ends
+    written.clear()
+    assert main(["fit", *DEBUG, "checkpoint.every=0", "checkpoint.minutes=0"]) == 0
+    assert written == [400]  # the final one only
+
+
+def test_episodes_ending_together_log_one_value_per_step(tmp_path, monkeypatch):
+    # three envs end their episodes at the same env step (MLflow refuses two identical rows
+    # of one metric at one step, e.g. three Sokoban episodes timing out with one return)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["fit", *DEBUG, "run.envs=3", "run.steps=600"]) == 0
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = only_run(client)
+    steps = history(client, run.info.run_id)
+    assert steps["collect/episode_return"] == [300, 600]  # 3 envs x 100 env steps per episode
+    ended = client.get_metric_history(run.info.run_id, "collect/episodes_ended")
+    assert [m.value for m in ended] == [3.0, 3.0]
