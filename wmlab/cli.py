@@ -377,36 +377,43 @@ def cmd_eval(args) -> int:
 
     import numpy as np
 
+    from wmlab.video import write_mp4
+
+    try:
+        size = None if video is None else int(cfg.eval.video_size)
+        result = _evaluate(cfg, state, ckpt, cls, plugin, render_size=size)
+        extra = "".join(f", {k} {v:.3g}" for k, v in result.metrics.items())
+        print(f"{state['method']} on {state['env']} ({ckpt}, {state['progress']['env_steps']} env steps): "
+              f"return {result.mean:.1f} +- {result.std:.1f} over {len(result.returns)} episodes{extra}")
+        if video is not None and result.frames is not None:
+            written = write_mp4(np.asarray(result.frames), video)
+            if written != video and not args.video:
+                video.unlink(missing_ok=True)  # (the placeholder of an mp4 that became a gif)
+            video = written
+            print(f"video: {video} ({cfg.eval.video_size}x{cfg.eval.video_size})")
+    except BaseException:
+        if video is not None and not args.video and video.exists() and video.stat().st_size == 0:
+            video.unlink()  # the placeholder claimed for a video that was not written
+        raise
+    if not args.no_mlflow:
+        print(_log_eval(cfg, state, ckpt, result, video, int(cfg.eval.video_size)))
+    return 0
+
+
+def _evaluate(cfg, state: dict, ckpt: Path, cls, plugin, *, render_size: int | None):
+    """The checkpoint's deterministic policy over ``eval.episodes`` episodes, the first one
+    rendered at ``render_size`` if given."""
     from wmlab import loop
     from wmlab.evaluation import evaluate, seeded
-    from wmlab.video import write_mp4
 
     run = loop.build(cfg, state["method"], method_cls=cls, plugin=plugin)
     loop.restore_weights(run, ckpt, state)
     policy = run.method.make_policy(explore=False)
     policy.obs_keys = loop.obs_keys(run.specs)
-    size = int(cfg.eval.video_size)
-    render = None if video is None else (lambda env: run.family.render(env, size))
-    try:
-        result = seeded(lambda: evaluate(run.eval_env, policy, episodes=cfg.eval.episodes,
-                                         max_steps=run.specs.episode_policy_steps, seed=cfg.run.seed,
-                                         render=render, metrics=loop.eval_metrics(run)), cfg.run.seed)
-    except BaseException:
-        if video is not None and not args.video and video.stat().st_size == 0:
-            video.unlink()
-        raise
-    extra = "".join(f", {k} {v:.3g}" for k, v in result.metrics.items())
-    print(f"{state['method']} on {state['env']} ({ckpt}, {state['progress']['env_steps']} env steps): "
-          f"return {result.mean:.1f} +- {result.std:.1f} over {len(result.returns)} episodes{extra}")
-    if video is not None and result.frames is not None:
-        written = write_mp4(np.asarray(result.frames), video)
-        if written != video and not args.video:
-            video.unlink(missing_ok=True)  # (the placeholder of an mp4 that became a gif)
-        video = written
-        print(f"video: {video} ({size}x{size})")
-    if not args.no_mlflow:
-        print(_log_eval(cfg, state, ckpt, result, video, size))
-    return 0
+    render = None if render_size is None else (lambda env: run.family.render(env, render_size))
+    return seeded(lambda: evaluate(run.eval_env, policy, episodes=cfg.eval.episodes,
+                                   max_steps=run.specs.episode_policy_steps, seed=cfg.run.seed,
+                                   render=render, metrics=loop.eval_metrics(run)), cfg.run.seed)
 
 
 COMMANDS = {"fit": cmd_fit, "config": cmd_config, "list": cmd_list, "ui": cmd_ui, "eval": cmd_eval}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes.util
 import os
+import sys
 
 from wmlab.errors import EnvError
 
@@ -56,7 +57,7 @@ def prepare() -> None:
         return
     _wanted = os.environ["MUJOCO_GL"].strip().lower()
     _problem = _static_problem(_wanted)
-    if _problem is not None and "mujoco" not in __import__("sys").modules:
+    if _problem is not None and "mujoco" not in sys.modules:
         os.environ["MUJOCO_GL"] = "disable"
 
 
