@@ -11,7 +11,9 @@ Two iterables feed ``Trainer.fit``:
 * :class:`ReplayStream` (replay data): before handing out each batch it collects just
   enough env steps to keep ``stage updates == train_ratio * (stage policy steps -
   prefill)``, so updates never come in bursts, also after a resume; a stage that collects
-  nothing hands out its ``updates`` batches.
+  nothing hands out its ``updates`` batches. It hands out placeholders too, which
+  :meth:`ReplayStream.fill` replaces by the batch drawn right before its update, so the
+  random numbers drawn after a checkpoint are the same whether the run went on or resumed.
 * :class:`RolloutStream` (on-policy data): hands out one placeholder per rollout, which
   :meth:`RolloutStream.fill` replaces by a rollout ``[N, T]`` collected right before the
   update that uses it (Lightning fetches one batch ahead; a rollout collected then would
