@@ -7,12 +7,14 @@ Prints the eval final distance to the goal (mean and std over seeds) and the suc
 of both against env steps, beside a uniformly random policy's on the same eval episodes.
 
 Each run logs into its own MLflow store under ``--out`` (``<out>/<variant>-seed<N>/mlflow``;
-``wmlab ui --uri sqlite:///<that folder>/mlflow.db`` shows it), with its console output in
-``<out>/<variant>-seed<N>.log``. Runs go ``--jobs`` at a time, one torch thread each.
+``MLFLOW_TRACKING_URI=sqlite:///<that folder>/mlflow.db wmlab ui`` shows it), with its
+console output in ``<out>/<variant>-seed<N>.log``. Runs go ``--jobs`` at a time, one torch
+thread each. A run whose store already holds a finished run is not run again (so a table
+can grow by seeds: run ``--seeds 4,5`` with the same ``--out``, then ``--seeds 1,2,3,4,5``).
 
 Usage:
     python benchmarks/tdm_vs_her.py                                  # goal:reacher, seeds 1-3
-    python benchmarks/tdm_vs_her.py --seeds 1 2 3 4 5 --steps 20000
+    python benchmarks/tdm_vs_her.py --seeds 1,2,3,4,5 --steps 20000
     python benchmarks/tdm_vs_her.py --env goal:pusher --preset tdm-goal-pusher-small --steps 60000
     python benchmarks/tdm_vs_her.py method.hidden=300             # any config override, both runs
 """
@@ -38,7 +40,8 @@ def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="goal:reacher")
     ap.add_argument("--preset", default="tdm-goal-reacher-small")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 3],
+                    help="comma-separated run seeds (default 1,2,3)")
     ap.add_argument("--steps", type=int, default=10_000, help="env steps of every run")
     ap.add_argument("--every", type=int, default=1000, help="env steps between evaluations")
     ap.add_argument("--episodes", type=int, default=20, help="episodes of every evaluation")
@@ -52,8 +55,24 @@ def run_dir(args, variant: str, seed: int) -> pathlib.Path:
     return (args.out / f"{variant}-seed{seed}").resolve()
 
 
-def fit(args, variant: str, seed: int) -> float:
-    """One ``wmlab fit`` in a subprocess (its own store and checkpoints); its wall seconds."""
+def finished(args, variant: str, seed: int) -> bool:
+    """Whether the run's store holds a finished run already."""
+    db = run_dir(args, variant, seed) / "mlflow" / "mlflow.db"
+    if not db.exists():
+        return False
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("wmlab")
+    return exp is not None and any(r.info.status == "FINISHED" for r in client.search_runs([exp.experiment_id]))
+
+
+def fit(args, variant: str, seed: int) -> float | None:
+    """One ``wmlab fit`` in a subprocess (its own store and checkpoints); its wall seconds
+    (``None``: finished before, not run again)."""
+    if finished(args, variant, seed):
+        print(f"  {variant} seed {seed}: finished before, reused", flush=True)
+        return None
     folder = run_dir(args, variant, seed)
     folder.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "wmlab.cli", "fit", "--method", "tdm", "--env", args.env,
@@ -141,7 +160,9 @@ def main() -> None:
                                  if t in data[(v, s)][metric]], fmt))
         print("| " + " | ".join(row) + " |")
     for v in VARIANTS:
-        print(f"{v}: {np.mean([seconds[(v, s)] for s in args.seeds]):.0f} s of wall time per run")
+        timed = [seconds[(v, s)] for s in args.seeds if seconds[(v, s)] is not None]
+        if timed:
+            print(f"{v}: {np.mean(timed):.0f} s of wall time per run (of the runs made now)")
 
 
 if __name__ == "__main__":

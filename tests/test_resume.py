@@ -196,3 +196,40 @@ def test_episodes_ending_together_log_one_value_per_step(tmp_path, monkeypatch):
     assert steps["collect/episode_return"] == [300, 600]  # 3 envs x 100 env steps per episode
     ended = client.get_metric_history(run.info.run_id, "collect/episodes_ended")
     assert [m.value for m in ended] == [3.0, 3.0]
+
+
+def values(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    run = client.get_run(run_id)
+    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k))
+            for k in run.data.metrics if not k.startswith("time/")}
+
+
+@pytest.mark.slow
+def test_a_resumed_run_logs_what_the_uninterrupted_run_logs(tmp_path, monkeypatch):
+    """Deterministic resume: killed (-9) after its checkpoint at 200 env steps and resumed,
+    a run logs the same value of every metric at every env step as the same run left alone
+    (weights, optimizers, replay, the global RNGs and each env's RNG are in the checkpoint;
+    the batch of each update is drawn right before it)."""
+    args = ["run.steps=600", "eval.every=100", "checkpoint.every=200", "checkpoint.minutes=0",
+            "tracking.log_every=1"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    whole.mkdir()
+    cut.mkdir()
+    monkeypatch.chdir(whole)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{whole / 'mlflow.db'}")
+    assert main(["fit", *DEBUG, *args]) == 0
+    proc = start_fit(cut, *args)
+    wait_for(proc, rb"eval at 300 env steps: episode 1/1")  # the checkpoint at 200 is written
+    proc.kill()
+    proc.wait(timeout=30)
+    cut_client = mlflow.MlflowClient(f"sqlite:///{cut / 'mlflow.db'}")
+    run_id = only_run(cut_client).info.run_id
+    monkeypatch.chdir(cut)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{cut / 'mlflow.db'}")
+    assert main(["fit", "--resume", run_id]) == 0
+    whole_client = mlflow.MlflowClient(f"sqlite:///{whole / 'mlflow.db'}")
+    expected = values(whole_client, only_run(whole_client).info.run_id)
+    got = values(cut_client, run_id)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert got[key] == expected[key], key

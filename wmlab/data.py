@@ -11,7 +11,9 @@ Two iterables feed ``Trainer.fit``:
 * :class:`ReplayStream` (replay data): before handing out each batch it collects just
   enough env steps to keep ``stage updates == train_ratio * (stage policy steps -
   prefill)``, so updates never come in bursts, also after a resume; a stage that collects
-  nothing hands out its ``updates`` batches.
+  nothing hands out its ``updates`` batches. It hands out placeholders too, which
+  :meth:`ReplayStream.fill` replaces by the batch drawn right before its update, so the
+  random numbers drawn after a checkpoint are the same whether the run went on or resumed.
 * :class:`RolloutStream` (on-policy data): hands out one placeholder per rollout, which
   :meth:`RolloutStream.fill` replaces by a rollout ``[N, T]`` collected right before the
   update that uses it (Lightning fetches one batch ahead; a rollout collected then would
@@ -153,7 +155,11 @@ class Collection:
     def step(self) -> TensorDictBase:
         """One collector batch: ``steps`` policy steps of every env, ``[N, T]``."""
         if self._iter is None:
-            self._iter = iter(make_collector(self.env, self.policy, steps=self.steps))
+            # the collector may call the policy while it sets up: not with the run's RNG, so a
+            # collection started by a resume draws what the interrupted one drew next
+            with torch.random.fork_rng(devices=[]):
+                collector = make_collector(self.env, self.policy, steps=self.steps)
+            self._iter = iter(collector)
         start = time.perf_counter()
         td = next(self._iter)
         self.collect_seconds += time.perf_counter() - start
@@ -249,10 +255,13 @@ class ReplayStream(StageData, IterableDataset):
         return sample(self.replay, self.spec, self.transform)
 
     def __iter__(self) -> Iterator[TensorDictBase]:
+        # placeholders, each filled with its batch by fill() right before its update: Lightning
+        # prefetches one, and a batch drawn then would be drawn again by a run resumed from a
+        # checkpoint taken in between (the draws after a checkpoint must be the same)
         p = self.progress
         if self.collection is None:  # a stage that only trains on what was collected
             for _ in range(p.stage_updates, self.stage.updates or 0):
-                yield self.sample()
+                yield TensorDict({}, batch_size=[])
             return
         # Lightning prefetches one batch, so this may run one ahead of stage_updates,
         # which counts finished updates
@@ -263,7 +272,13 @@ class ReplayStream(StageData, IterableDataset):
                     return
                 self.collection.step()
             handed += 1
-            yield self.sample()
+            yield TensorDict({}, batch_size=[])
+
+    def fill(self, batch: TensorDictBase, device: torch.device) -> None:
+        """Draw the batch of the update about to run into the placeholder ``batch``."""
+        drawn = self.sample()
+        batch.batch_size = drawn.batch_size
+        batch.update(drawn.to(device))
 
 
 class RolloutStream(StageData, IterableDataset):

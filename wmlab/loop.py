@@ -306,8 +306,9 @@ class Ticks(Callback):
 
 
 
-class FillRollout(Callback):
-    """Collects the rollout an on-policy update trains on, right before the update."""
+class FillBatch(Callback):
+    """Collects the rollout an on-policy update trains on, or draws the replay batch of an
+    update, right before the update (the streams hand out placeholders)."""
 
     def __init__(self, run: Run):
         self.run = run
@@ -452,6 +453,7 @@ def checkpoint_state(run: Run, trainer: L.Trainer | None) -> dict[str, Any]:
         "optimizers": current_optimizer_states(run, trainer),
         "progress": run.progress.state_dict(),
         "rng": checkpoint.rng_state(),
+        "env_rng": env_rng_states(run.env),
         "eval_pending": run.eval_pending,
     }
     run.method.on_save_checkpoint(state)
@@ -488,6 +490,36 @@ class RestoreOptimizers(Callback):
         self.states = []
 
 
+def _base_envs(env) -> list:
+    """The training envs under torchrl's layers: one, or each of a SerialEnv's."""
+    from torchrl.envs import SerialEnv, TransformedEnv
+
+    while isinstance(env, TransformedEnv):
+        env = env.base_env
+    if isinstance(env, SerialEnv):
+        if env.is_closed:
+            env.start()
+        return [e for sub in env._envs for e in _base_envs(sub)]
+    return [env]
+
+
+def env_rng_states(env) -> list | None:
+    """Each training env's random state as of before its latest reset (``rng_state()`` of the
+    env family's env), so a resume draws the same episodes; ``None`` if an env has none."""
+    envs = _base_envs(env)
+    if not all(hasattr(e, "rng_state") for e in envs):
+        return None
+    return [e.rng_state() for e in envs]
+
+
+def set_env_rng_states(env, states: list | None) -> None:
+    envs = _base_envs(env)
+    if states is None or len(states) != len(envs):
+        return  # (a checkpoint without them, or of another run.envs: the envs keep their seeds)
+    for e, state in zip(envs, states):
+        e.set_rng_state(state)
+
+
 def restore_weights(run: Run, ckpt: Path, state: dict[str, Any]) -> None:
     try:
         run.method.load_state_dict(state["module"])
@@ -501,6 +533,7 @@ def restore(run: Run, ckpt: Path, state: dict[str, Any]) -> None:
     restore_weights(run, ckpt, state)
     run.progress.load_state_dict(state["progress"])
     checkpoint.set_rng_state(state["rng"])
+    set_env_rng_states(run.env, state.get("env_rng"))
     run.eval_pending = bool(state.get("eval_pending", False))
     if not checkpoint.load_replay(ckpt, run.replay, state.get("version", 1)):
         log.warning("%s holds no replay buffer; resuming with an empty one", ckpt)
@@ -591,12 +624,13 @@ def run_gradient(run: Run, stage: Stage, bar: ProgressBar) -> None:
         collection = make_collection(run, stage, spec)
         run.stream = RolloutStream(collection=collection, progress=run.progress, stage_env_steps=budget,
                                    action_repeat=run.specs.action_repeat)
-        callbacks.insert(0, FillRollout(run))
+        callbacks.insert(0, FillBatch(run))
     else:
         collection = None if stage.collects == "none" else make_collection(run, stage, spec)
         run.stream = ReplayStream(collection=collection, replay=run.replay, spec=spec, progress=run.progress,
                                   stage=stage, stage_env_steps=budget, action_repeat=run.specs.action_repeat,
                                   transform=run.method.replay_transform())
+        callbacks.insert(0, FillBatch(run))
     if collection is not None:
         collection.on_step.append(bar.refresh)
     if run.optimizer_states:

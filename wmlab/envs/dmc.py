@@ -314,6 +314,21 @@ class _TorchDMC(DMControlWrapper):
         # dm_control tasks draw everything random from task._random (a RandomState)
         self._env.task._random = np.random.RandomState(seed)
 
+    def _reset(self, tensordict=None, **kwargs):
+        self._rng_before_reset = self._env.task._random.get_state()
+        return super()._reset(tensordict, **kwargs)
+
+    def rng_state(self):
+        """The task's random state before its latest reset (or now, before the first), so a
+        resumed run's first reset draws the episode the interrupted one was in or began."""
+        state = getattr(self, "_rng_before_reset", None)
+        return state if state is not None else self._env.task._random.get_state()
+
+    def set_rng_state(self, state) -> None:
+        """Make the next reset draw as the one :meth:`rng_state` was taken before."""
+        self._rng_before_reset = None
+        self._env.task._random.set_state(state)
+
     def __repr__(self) -> str:
         return f"_TorchDMC(task={self._env.name}, obs={self._env.obs_kind})"
 

@@ -51,6 +51,8 @@ random-action episodes are short, so resets weigh), Pendulum-v1 from states 480-
 
 from __future__ import annotations
 
+import copy
+
 import os
 
 # gymnasium renders its 2-D envs with pygame, whose pygame.init() also opens the audio
@@ -269,6 +271,7 @@ class GymnasiumTorchEnv(EnvBase):
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         seed, self._next_seed = self._next_seed, None
+        self._rng_before_reset = self._rng_now(seed)
         raw, _ = self._env.reset(seed=seed)
         self._steps = 0
         self.started = True
@@ -298,6 +301,29 @@ class GymnasiumTorchEnv(EnvBase):
 
     def _set_seed(self, seed: int | None) -> None:
         self._next_seed = None if seed is None else int(seed)
+
+    def rng_state(self) -> dict:
+        """What the next reset draws from, as it was before the latest reset (or is now,
+        before the first): ``{"seed": s}`` (a seeded reset) or ``{"numpy": state}`` (the
+        gymnasium env's ``np_random``). Randomness an env keeps elsewhere (ALE's own) is
+        not in it."""
+        if getattr(self, "_rng_before_reset", None) is not None:
+            return self._rng_before_reset
+        return self._rng_now(self._next_seed)
+
+    def _rng_now(self, seed: int | None) -> dict:
+        if seed is not None:
+            return {"seed": seed}
+        return {"numpy": copy.deepcopy(self._env.unwrapped.np_random.bit_generator.state)}
+
+    def set_rng_state(self, state: dict) -> None:
+        """Make the next reset draw as the one :meth:`rng_state` was taken before."""
+        self._rng_before_reset = None
+        if "seed" in state:
+            self._next_seed = int(state["seed"])
+        else:
+            self._next_seed = None
+            self._env.unwrapped.np_random.bit_generator.state = state["numpy"]
 
     def close(self, *, raise_if_closed: bool = True) -> None:
         self._env.close()
