@@ -162,7 +162,7 @@ def test_kill_9_then_resume_leaves_no_gap_and_no_duplicate(tmp_path, monkeypatch
         assert len(at) == len(set(at)), f"{key} has two values at one env step: {at}"
 
 
-def test_checkpoints_by_time(tmp_path, monkeypatch):
+def test_checkpoints_by_time(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     written = []
@@ -182,6 +182,8 @@ def test_checkpoints_by_time(tmp_path, monkeypatch):
     written.clear()
     assert main(["fit", *DEBUG, "checkpoint.every=0", "checkpoint.minutes=0"]) == 0
     assert written == [400]  # the final one only
+    err = capfd.readouterr().err
+    assert "GPU available" not in err and "max_epochs" not in err  # Lightning's banners stay quiet
 
 
 def test_episodes_ending_together_log_one_value_per_step(tmp_path, monkeypatch):

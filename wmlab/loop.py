@@ -34,9 +34,11 @@ from wmlab.data import (Collection, CollectStream, RandomPolicy, ReplayStream, R
                         num_envs, sample, stored_keys)
 from wmlab.errors import CheckpointError, ConfigError
 from wmlab.evaluation import EVAL_SEED_OFFSET, evaluate, seeded
-from wmlab.quiet import quiet_libraries  # noqa: F401 (loop.quiet_libraries for scripts)
+from wmlab.quiet import quiet_libraries
 
 log = logging.getLogger("wmlab")
+# lightning sets its loggers to INFO when first imported (above): quiet them again now
+quiet_libraries()
 
 
 @dataclass
