@@ -125,7 +125,8 @@ def test_eval_command(capsys, tmp_path):
     (["fit", "--method", "tdmpc", "--env", ENV, "run.stepz=3"], "unknown config key 'run.stepz'"),
     (["fit", "--method", "tdmpc", "--env", ENV, "run.steps"], "malformed override"),
     (["fit", "--method", "tdmpc", "--env", ENV, "--preset", "nope"], "valid presets"),
-    (["fit", "--method", "tdmpc", "--env", ENV, "run.precision=fp7"], "Allowed precision values"),
+    (["fit", "--method", "tdmpc", "--env", ENV, "run.precision=fp7"], "run.precision='fp7' is not valid; valid: 32-true"),
+    (["fit", "--method", "tdmpc", "--env", ENV, "run.accelerator=abacus"], "accelerator"),
     (["eval", "--checkpoint", "does-not-exist"], "neither a checkpoint folder"),
 ])
 def test_bad_input_is_one_clear_line(argv, message, capsys):

@@ -382,6 +382,11 @@ def compose(
     return cfg
 
 
+#: Lightning's precision settings (checked here, before Lightning is imported, which takes seconds)
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
+              "64-true", "64", "transformer-engine", "transformer-engine-float16")
+
+
 def _validate(cfg: DictConfig, method_cls) -> None:
     kinds = ("state", "pixels")
     if cfg.env.obs not in kinds:
@@ -394,6 +399,9 @@ def _validate(cfg: DictConfig, method_cls) -> None:
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
+    precision = str(cfg.run.precision)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"run.precision={precision!r} is not valid; valid: {', '.join(PRECISIONS)}")
 
 
 def to_yaml(cfg: DictConfig) -> str:
