@@ -26,6 +26,23 @@ def test_is_a_dreamer_subclass_with_categorical_latents():
     assert m.world_model.rssm.latent.size == m.cfg.stoch * m.cfg.discrete
 
 
+def test_the_authors_cell_activation_and_actor_by_default_dreamers_on_request():
+    from torch import nn
+
+    from wmlab.errors import ConfigError
+    from wmlab.nets import NormGRUCell, TanhNormalActor, TruncNormalActor
+
+    m = make_method(kind="pixels")
+    assert isinstance(m.world_model.rssm.cell, NormGRUCell) and isinstance(m.actor, TruncNormalActor)
+    assert any(isinstance(x, nn.ELU) for x in m.world_model.encoder.modules())
+    assert any(isinstance(x, nn.ELU) for x in m.world_model.decoder.modules())
+    m = make_method(["method.rssm_cell=gru", "method.actor_dist=tanh_normal", "method.cnn_act=relu"], kind="pixels")
+    assert isinstance(m.world_model.rssm.cell, nn.GRUCell) and isinstance(m.actor, TanhNormalActor)
+    assert not any(isinstance(x, nn.ELU) for x in m.world_model.encoder.modules())
+    with pytest.raises(ConfigError, match="method.actor_dist='beta'; valid: tanh_normal, trunc_normal"):
+        make_method(["method.actor_dist=beta"])
+
+
 def test_atari_preset():
     cfg = compose("dreamerv2", DreamerV2, "cartpole-swingup", presets=["atari"])
     m = cfg.method

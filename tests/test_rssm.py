@@ -8,7 +8,9 @@ from wmlab.nets import (
     ConvDecoder,
     ConvEncoder,
     RSSMState,
+    NormGRUCell,
     TanhNormalActor,
+    TruncNormalActor,
     gaussian_nll,
     imagine_from,
 )
@@ -192,3 +194,55 @@ def test_gaussian_nll():
     x = torch.randn(4, 3)
     expected = -torch.distributions.Normal(torch.zeros(4, 3), 1.0).log_prob(x).sum(-1)
     torch.testing.assert_close(gaussian_nll(torch.zeros(4, 3), x), expected)
+
+
+# --- DreamerV2's pieces: the layer-normalised GRU cell and the truncated-Normal actor ---------
+
+
+def test_norm_gru_cell_by_hand():
+    torch.manual_seed(0)
+    cell = NormGRUCell(3, 4)
+    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    parts = torch.nn.functional.layer_norm(cell.linear(torch.cat([x, h], -1)), (12,),
+                                           cell.norm.weight, cell.norm.bias)
+    r, c, u = parts[:, :4], parts[:, 4:8], parts[:, 8:]
+    u = torch.sigmoid(u - 1.0)
+    expected = u * torch.tanh(torch.sigmoid(r) * c) + (1 - u) * h
+    assert torch.allclose(cell(x, h), expected, atol=1e-6)
+    # at initialisation the update gate is about sigmoid(-1) = 0.27: the state is mostly kept
+    assert torch.sigmoid(torch.tensor(-1.0)) < 0.3
+
+
+def test_rssm_with_the_norm_gru_cell_filters_and_rejects_unknown_cells():
+    rssm = make("categorical", cell="norm_gru")
+    assert isinstance(rssm.cell, NormGRUCell)
+    posts, priors = rssm.observe(*sequence())
+    assert posts.deter.shape == (T, B, 8) and torch.isfinite(posts.deter).all()
+    with pytest.raises(ValueError, match="valid: gru, norm_gru"):
+        make(cell="lstm")
+
+
+def test_truncated_normal_actor_density_entropy_and_samples():
+    """On a grid over [-1, 1], the density integrates to 1 and its entropy is the closed
+    form; samples stay inside (-1, 1), have the density's mean and carry gradients."""
+    torch.manual_seed(0)
+    actor = TruncNormalActor(3, 2, hidden=8, layers=1)
+    feat = torch.randn(4, 3)
+    mean, std = actor(feat)
+    assert (std >= 0.1).all() and (std <= 2.1).all() and (mean.abs() < 1).all()
+    grid = torch.linspace(-1, 1, 20001)[:, None, None].expand(-1, 4, 2)  # [G, 4, 2]
+    logp = torch.stack([actor._log_prob(grid[..., i:i + 1], mean[..., i:i + 1], std[..., i:i + 1])
+                        for i in range(2)], -1)  # log-density per dimension [G, 4, 2]
+    density = logp.exp()
+    dx = 2 / 20000
+    assert torch.allclose(density.sum(0) * dx, torch.ones(4, 2), atol=2e-3)
+    entropy = -(density * logp).sum(0) * dx  # [4, 2]
+    assert torch.allclose(actor.entropy(feat), entropy.sum(-1), atol=5e-3)
+    many = feat[:1].expand(100_000, 3)
+    action, log_prob = actor.sample(many)
+    assert action.abs().max() < 1 and log_prob.shape == (100_000,)
+    grid_mean = (density[:, 0] * grid[:, 0]).sum(0) * dx  # [2]
+    assert torch.allclose(action.mean(0), grid_mean, atol=0.01)
+    action.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
+    assert torch.equal(actor.mode(feat), mean)

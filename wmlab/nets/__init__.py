@@ -32,6 +32,7 @@ from wmlab.nets.heads import (  # noqa: E402
     BernoulliHead,
     GaussianHead,
     OneHotActor,
+    TruncNormalActor,
     TanhNormalActor,
     bernoulli_nll,
     gaussian_nll,
@@ -39,6 +40,7 @@ from wmlab.nets.heads import (  # noqa: E402
 from wmlab.nets.rssm import (  # noqa: E402
     RSSM,
     CategoricalLatent,
+    NormGRUCell,
     GaussianLatent,
     Imagination,
     RSSMState,
@@ -48,6 +50,7 @@ from wmlab.nets.rssm import (  # noqa: E402
 
 __all__ += [
     "BernoulliHead", "CategoricalLatent", "ConvDecoder", "ConvEncoder", "GaussianHead",
-    "GaussianLatent", "Imagination", "OneHotActor", "RSSM", "RSSMState", "TanhNormalActor", "bernoulli_nll",
+    "GaussianLatent", "Imagination", "NormGRUCell", "OneHotActor", "RSSM", "RSSMState", "TanhNormalActor",
+    "TruncNormalActor", "bernoulli_nll",
     "gaussian_nll", "imagine_from", "make_latent",
 ]

@@ -1,6 +1,6 @@
 """Prediction heads on latent features: Gaussian (reward, value, decoders), Bernoulli
-(continue / discount), the tanh-Normal actor (continuous actions) and the one-hot actor
-(discrete actions).
+(continue / discount), the tanh-Normal actor (Dreamer) and the truncated-Normal actor
+(DreamerV2) for continuous actions, and the one-hot actor (discrete actions).
 
 As Dreamer's ``DenseDecoder`` and ``ActionDecoder`` (Hafner et al. 2020, arXiv 1912.01603;
 authors' code ``models.py``): an ELU MLP, then a unit-variance Normal over the target
@@ -12,7 +12,7 @@ For discrete actions (DreamerV1 and V2 on Atari) the actor is a categorical over
 choices whose samples are one-hot vectors with straight-through gradients (authors' code,
 ``OneHotDist``), so the same imagination and dynamics-gradient code serves both kinds.
 
-Both actors offer the same verbs: ``sample`` (action and log-probability), ``mode`` (the
+All actors offer the same verbs: ``sample`` (action and log-probability), ``mode`` (the
 evaluation action), ``log_prob`` (of a given action, for REINFORCE) and ``entropy``.
 
 Negative log-likelihoods include their constants, so logged losses are true NLLs in nats.
@@ -125,6 +125,68 @@ def _tanh_normal_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
     log_prob = -0.5 * ((x - mean) / std).pow(2) - std.log() - _HALF_LOG_2PI
     # tanh's log-det-Jacobian, in the stable form 2 (log 2 - x - softplus(-2x))
     return (log_prob - 2.0 * (math.log(2.0) - x - F.softplus(-2.0 * x))).sum(-1)
+
+
+class TruncNormalActor(nn.Module):
+    """DreamerV2's action model for continuous actions (authors' ``common/nets.py::DistLayer``
+    with ``dist: trunc_normal``): per action dimension a Normal truncated to [-1, 1] with
+    ``mean = tanh(mu)`` and ``std = 2 sigmoid(s / 2) + min_std`` (0.1 to 2.1).
+
+    Samples are reparameterised by the inverse CDF (``mean + std Phi^-1(u)`` with ``u``
+    uniform between the CDF values of the bounds) and kept inside ``(-1 + clip, 1 - clip)``
+    with a straight-through clip, as the authors' ``SafeTruncatedNormal``. Unlike the
+    tanh-Normal, the entropy is exact."""
+
+    def __init__(self, in_dim: int, action_dim: int, *, hidden: int = 400, layers: int = 4,
+                 act: str = "elu", min_std: float = 0.1, clip: float = 1e-6):
+        super().__init__()
+        self.net = mlp(in_dim, [hidden] * layers, 2 * action_dim, act=act)
+        self.min_std, self.clip = min_std, clip
+
+    def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean, std`` of the Normal before truncation: ``[..., A]`` each."""
+        mean, std = self.net(feat).chunk(2, -1)
+        return torch.tanh(mean), 2.0 * torch.sigmoid(std / 2.0) + self.min_std
+
+    @staticmethod
+    def _bounds(mean: torch.Tensor, std: torch.Tensor):
+        """Standardised bounds ``alpha, beta`` and the mass ``Z`` the truncation keeps."""
+        alpha, beta = (-1.0 - mean) / std, (1.0 - mean) / std
+        return alpha, beta, (torch.special.ndtr(beta) - torch.special.ndtr(alpha)).clamp(min=1e-8)
+
+    def sample(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action ``[..., A]`` in (-1, 1) and its log-probability ``[...]``."""
+        mean, std = self(feat)
+        alpha, beta, _ = self._bounds(mean, std)
+        low, high = torch.special.ndtr(alpha), torch.special.ndtr(beta)
+        u = (low + (high - low) * torch.rand_like(mean)).clamp(1e-6, 1.0 - 1e-6)
+        x = mean + std * torch.special.ndtri(u)
+        clipped = x.clamp(-1.0 + self.clip, 1.0 - self.clip)
+        x = x + (clipped - x).detach()  # straight-through clip
+        return x, self._log_prob(x.detach(), mean, std)
+
+    def mode(self, feat: torch.Tensor) -> torch.Tensor:
+        """``tanh(mu)``, the truncated Normal's mode: ``[..., A]`` (the evaluation action)."""
+        return self(feat)[0]
+
+    def log_prob(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``log pi(action | feat)``: ``[...]`` for an action ``[..., A]`` in [-1, 1]."""
+        mean, std = self(feat)
+        return self._log_prob(action, mean, std)
+
+    def _log_prob(self, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        z = (x - mean) / std
+        _, _, mass = self._bounds(mean, std)
+        return (-0.5 * z.pow(2) - std.log() - _HALF_LOG_2PI - mass.log()).sum(-1)
+
+    def entropy(self, feat: torch.Tensor) -> torch.Tensor:
+        """The exact entropy ``[...]``, summed over action dimensions:
+        ``log(sqrt(2 pi e) std Z) + (alpha phi(alpha) - beta phi(beta)) / (2 Z)``."""
+        mean, std = self(feat)
+        alpha, beta, mass = self._bounds(mean, std)
+        pdf = lambda x: torch.exp(-0.5 * x.pow(2) - _HALF_LOG_2PI)  # noqa: E731
+        ent = 0.5 + _HALF_LOG_2PI + std.log() + mass.log() + (alpha * pdf(alpha) - beta * pdf(beta)) / (2 * mass)
+        return ent.sum(-1)
 
 
 class OneHotActor(nn.Module):

@@ -131,29 +131,60 @@ def make_latent(kind: str, *, stoch: int = 30, groups: int = 32, classes: int = 
     raise ValueError(f"unknown latent {kind!r}; valid: gaussian, categorical")
 
 
+class NormGRUCell(nn.Module):
+    """DreamerV2's GRU cell (authors' ``common/nets.py::GRUCell`` with ``norm=True``,
+    ``update_bias=-1``): one linear map of ``[x, h]`` to the three gates' pre-activations,
+    layer-normalised together; the update gate gets a fixed bias of -1, so the cell keeps its state
+    until it learns to write; the candidate is ``tanh(reset * c)``::
+
+        r, c, u = LayerNorm(W [x, h]);  r = sigmoid(r);  u = sigmoid(u - 1)
+        h' = u * tanh(r * c) + (1 - u) * h
+
+    Same call as ``nn.GRUCell``: ``(x [B, in], h [B, size]) -> h' [B, size]``."""
+
+    def __init__(self, input_size: int, hidden_size: int, update_bias: float = -1.0):
+        super().__init__()
+        self.linear = nn.Linear(input_size + hidden_size, 3 * hidden_size)
+        self.norm = nn.LayerNorm(3 * hidden_size)
+        self.update_bias = update_bias
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        reset, cand, update = self.norm(self.linear(torch.cat([x, h], -1))).chunk(3, -1)
+        reset = torch.sigmoid(reset)
+        update = torch.sigmoid(update + self.update_bias)
+        return update * torch.tanh(reset * cand) + (1.0 - update) * h
+
+
+#: ``RSSM(cell=...)``: PlaNet's and Dreamer's plain GRU, DreamerV2's layer-normalised one
+CELLS = ("gru", "norm_gru")
+
+
 class RSSM(nn.Module):
     """Recurrent state-space model; verbs ``initial``, ``img_step``, ``obs_step``, ``observe``,
     ``imagine``, ``open_loop``, ``get_feat``, ``kl_loss``.
 
-    Defaults are Dreamer's (deterministic 200, stochastic 30, hidden 200, ELU).
+    Defaults are Dreamer's (deterministic 200, stochastic 30, hidden 200, ELU, a plain GRU
+    cell; ``cell="norm_gru"`` is DreamerV2's :class:`NormGRUCell`).
     """
 
     def __init__(self, *, embed_dim: int, action_dim: int, deter: int = 200, stoch: int = 30,
                  hidden: int = 200, latent: str = "gaussian", groups: int = 32, classes: int = 32,
-                 min_std: float = 0.1, act: str = "elu"):
+                 min_std: float = 0.1, act: str = "elu", cell: str = "gru"):
         super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"unknown RSSM cell {cell!r}; valid: {', '.join(CELLS)}")
         self.latent = make_latent(latent, stoch=stoch, groups=groups, classes=classes, min_std=min_std)
         s, p = self.latent.size, self.latent.param_size
         self.deter_size, self.feat_dim, self.action_dim = deter, deter + s, action_dim
         self.img_in = nn.Sequential(nn.Linear(s + action_dim, hidden), activation(act))
-        self.cell = nn.GRUCell(hidden, deter)
+        self.cell = nn.GRUCell(hidden, deter) if cell == "gru" else NormGRUCell(hidden, deter)
         self.img_out = nn.Sequential(nn.Linear(deter, hidden), activation(act), nn.Linear(hidden, p))
         self.obs_out = nn.Sequential(nn.Linear(deter + embed_dim, hidden), activation(act), nn.Linear(hidden, p))
 
     # --- states ----------------------------------------------------------------------------
     def initial(self, batch: int, device: torch.device | str | None = None) -> RSSMState:
         """The all-zero state ``[batch]`` (Dreamer's; parameters are zeros too)."""
-        device = device or self.cell.weight_hh.device
+        device = device or self.img_in[0].weight.device
         zeros = lambda n: torch.zeros(batch, n, device=device)  # noqa: E731
         return RSSMState(zeros(self.deter_size), zeros(self.latent.size), zeros(self.latent.param_size))
 

@@ -40,21 +40,22 @@ from wmlab.nets.rssm import RSSM, RSSMState
 
 
 def make_encoder(obs_shape: Sequence[int], *, cnn_depth: int, units: int, layers: int,
-                 act: str = "elu") -> nn.Module:
-    """Images ``[3, 64, 64]``: the conv encoder (ReLU, as PlaNet and Dreamer); vectors: an MLP
-    of ``layers`` x ``units`` to ``units`` features. The module has ``out_dim``."""
+                 act: str = "elu", cnn_act: str = "relu") -> nn.Module:
+    """Images ``[3, 64, 64]``: the conv encoder (``cnn_act``: ReLU as PlaNet and Dreamer, ELU
+    as DreamerV2); vectors: an MLP of ``layers`` x ``units`` to ``units`` features. The
+    module has ``out_dim``."""
     if len(obs_shape) == 3:
-        return ConvEncoder(obs_shape, depth=cnn_depth)
+        return ConvEncoder(obs_shape, depth=cnn_depth, act=cnn_act)
     encoder = mlp(int(obs_shape[0]), [units] * layers, units, act=act)
     encoder.out_dim = units
     return encoder
 
 
 def make_decoder(obs_shape: Sequence[int], feat_dim: int, *, cnn_depth: int, units: int,
-                 layers: int, act: str = "elu") -> nn.Module:
+                 layers: int, act: str = "elu", cnn_act: str = "relu") -> nn.Module:
     """The mean of a unit-variance Gaussian over the observation, from features ``[..., F]``."""
     if len(obs_shape) == 3:
-        return ConvDecoder(feat_dim, obs_shape, depth=cnn_depth)
+        return ConvDecoder(feat_dim, obs_shape, depth=cnn_depth, act=cnn_act)
     return GaussianHead(feat_dim, int(obs_shape[0]), hidden=units, layers=layers, act=act)
 
 

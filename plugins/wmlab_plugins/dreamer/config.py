@@ -31,8 +31,14 @@ class DreamerConfig:
     """Hidden layer width inside the RSSM [code ``RSSM(stoch, deter, deter)``: = deter]."""
     min_std: float = 0.1
     """Lower bound of the RSSM's std, ``softplus(x) + 0.1`` [code ``RSSM.img_step``]."""
+    rssm_cell: str = "gru"
+    """The RSSM's recurrent cell: ``gru`` (a plain GRU [code ``tfkl.GRUCell``]) or
+    ``norm_gru`` (DreamerV2's layer-normalised GRU with an update-gate bias of -1)."""
     cnn_depth: int = 32
     """Channels of the first conv layer (then x2, x4, x8) of encoder and decoder [cfg]."""
+    cnn_act: str = "relu"
+    """Activation of the conv encoder and decoder [code ``ConvEncoder(act=tf.nn.relu)``;
+    DreamerV2: ``elu``]."""
     units: int = 400
     """Width of the reward, value, actor (and continue, state encoder/decoder) MLPs [cfg ``num_units``]."""
     reward_layers: int = 2
@@ -68,6 +74,11 @@ class DreamerConfig:
     """Lower bound of the actor's std [code ``ActionDecoder(min_std=1e-4)``]."""
     action_mean_scale: float = 5.0
     """Actor mean squashed as ``5 tanh(mu / 5)`` before the tanh transform [code]."""
+    actor_dist: str = "tanh_normal"
+    """Continuous actions: ``tanh_normal`` (a Normal squashed by tanh, with the three
+    ``action_*`` settings above [code ``ActionDecoder(dist='tanh_normal')``]) or
+    ``trunc_normal`` (DreamerV2's Normal truncated to [-1, 1], ``mean = tanh(mu)``,
+    ``std = 2 sigmoid(s / 2) + 0.1``; the ``action_*`` settings do not apply)."""
     actor_ent: float = 0.0
     """Weight eta of an entropy bonus in the actor loss, ``-mean(w_t (G_t + eta H_t))`` with a
     one-sample estimate of the tanh-Normal's entropy [paper and code: none, 0; DreamerV2's

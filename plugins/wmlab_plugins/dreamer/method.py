@@ -18,6 +18,7 @@ from wmlab.nets import (
     OneHotActor,
     RSSMState,
     TanhNormalActor,
+    TruncNormalActor,
     frozen,
     imagine_from,
 )
@@ -30,11 +31,16 @@ from wmlab.nets.world_model import (
     openloop_video,
     to_sequences,
 )
+from wmlab.nets.mlp import ACTIVATIONS
+from wmlab.nets.rssm import CELLS
 from wmlab.optim import clip_grad_norms_
 from wmlab.returns import discount_weights, lambda_returns
 
 from . import losses
 from .config import DreamerConfig
+
+#: ``method.actor_dist`` for continuous actions
+ACTOR_DISTS = ("tanh_normal", "trunc_normal")
 
 
 class Dreamer(Method):
@@ -83,6 +89,9 @@ class Dreamer(Method):
 
     def __init__(self, cfg, specs: EnvSpecs):
         super().__init__(cfg, specs)
+        for key, valid in (("actor_dist", ACTOR_DISTS), ("rssm_cell", CELLS), ("cnn_act", tuple(ACTIVATIONS))):
+            if getattr(cfg, key) not in valid:
+                raise ConfigError(f"method.{key}={getattr(cfg, key)!r}; valid: {', '.join(valid)}")
         low, high = specs.action_low.float().reshape(-1), specs.action_high.float().reshape(-1)
         if specs.discrete:  # one-hot actions: the model's action is the env's
             low, high = -torch.ones(specs.action_dim), torch.ones(specs.action_dim)
@@ -100,25 +109,30 @@ class Dreamer(Method):
     def build_rssm(self, embed_dim: int) -> RSSM:
         c = self.cfg
         return RSSM(embed_dim=embed_dim, action_dim=self.specs.action_dim, deter=c.deter,
-                    stoch=c.stoch, hidden=c.hidden, latent="gaussian", min_std=c.min_std)
+                    stoch=c.stoch, hidden=c.hidden, latent="gaussian", min_std=c.min_std,
+                    cell=c.rssm_cell)
 
     def build_world_model(self) -> WorldModel:
         c, shape = self.cfg, self.specs.obs_shape
-        encoder = make_encoder(shape, cnn_depth=c.cnn_depth, units=c.units, layers=c.state_layers)
+        encoder = make_encoder(shape, cnn_depth=c.cnn_depth, units=c.units, layers=c.state_layers,
+                               cnn_act=c.cnn_act)
         rssm = self.build_rssm(encoder.out_dim)
         decoder = make_decoder(shape, rssm.feat_dim, cnn_depth=c.cnn_depth, units=c.units,
-                               layers=c.state_layers)
+                               layers=c.state_layers, cnn_act=c.cnn_act)
         reward = GaussianHead(rssm.feat_dim, 1, hidden=c.units, layers=c.reward_layers)
         cont = (BernoulliHead(rssm.feat_dim, hidden=c.units, layers=c.continue_layers)
                 if c.continue_head else None)
         return WorldModel(encoder=encoder, rssm=rssm, decoder=decoder, reward=reward, cont=cont,
                           obs_ndim=len(shape))
 
-    def build_actor(self, feat_dim: int) -> TanhNormalActor | OneHotActor:
-        """A tanh-Normal over continuous actions, a one-hot categorical over discrete ones."""
+    def build_actor(self, feat_dim: int) -> TanhNormalActor | TruncNormalActor | OneHotActor:
+        """A tanh-Normal (or truncated Normal, ``actor_dist``) over continuous actions, a
+        one-hot categorical over discrete ones."""
         c = self.cfg
         if self.specs.discrete:
             return OneHotActor(feat_dim, self.specs.action_dim, hidden=c.units, layers=c.actor_layers)
+        if c.actor_dist == "trunc_normal":
+            return TruncNormalActor(feat_dim, self.specs.action_dim, hidden=c.units, layers=c.actor_layers)
         return TanhNormalActor(feat_dim, self.specs.action_dim, hidden=c.units, layers=c.actor_layers,
                                init_std=c.action_init_std, min_std=c.action_min_std,
                                mean_scale=c.action_mean_scale)

@@ -42,6 +42,12 @@ class DreamerV2Config(DreamerConfig):
     free_nats: float = 1.0
     """Free nats of the (balanced) KL, on the batch mean [cfg ``dmc_*: kl.free 1.0``; Atari 0.0,
     the ``defaults`` value; ``kl.free_avg True``]."""
+    rssm_cell: str = "norm_gru"
+    """The RSSM's cell: a GRU with layer normalisation and an update-gate bias of -1 [nets
+    ``RSSM: GRUCell(deter, norm=True)``, ``GRUCell(update_bias=-1)``]; ``gru`` is Dreamer's."""
+    cnn_act: str = "elu"
+    """Activation of the conv encoder and decoder [cfg ``encoder.act elu``, ``decoder.act
+    elu``]; ``relu`` is Dreamer's."""
     kl_scale: float = 1.0
     """Weight beta of the KL loss [cfg ``loss_scales.kl``: 1.0; paper and Atari 0.1]."""
 
@@ -57,6 +63,10 @@ class DreamerV2Config(DreamerConfig):
     ``dmc_*: clip_rewards identity``; Atari ``tanh``]."""
 
     # --- behaviour ------------------------------------------------------------------------
+    actor_dist: str = "trunc_normal"
+    """Continuous actions: a Normal truncated to [-1, 1], ``mean = tanh(mu)``, ``std = 2
+    sigmoid(s / 2) + 0.1`` [cfg ``actor.dist: auto`` = ``trunc_normal`` for continuous
+    actions, ``actor.min_std 0.1``; nets ``DistLayer``]; ``tanh_normal`` is Dreamer's."""
     value_layers: int = 4
     """Hidden layers of the critic [cfg ``critic.layers``]."""
     expl_amount: float = 0.0

@@ -37,10 +37,14 @@ class DreamerV2(Dreamer):
     Atari settings (``wmlab fit --method dreamerv2 --env atari:pong --preset atari``): discrete
     actions get Dreamer's one-hot actor, trained by REINFORCE there.
 
-    Departures from the authors' code (besides Dreamer's, see its docstring): the continuous
-    actor is Dreamer's tanh-Normal (theirs a truncated Normal with min std 0.1 on DMC), its
-    entropy estimated from one sample; Adam without their 1e-6 weight decay; no 100-update pretraining
-    burst; float32; image and reward heads without their layer-norm option.
+    As the authors' code: the RSSM's GRU cell is layer-normalised with an update-gate bias of
+    -1, the conv encoder and decoder use ELU, and the continuous actor is a Normal truncated
+    to [-1, 1] with ``std = 2 sigmoid(s / 2) + 0.1`` and an exact entropy (``rssm_cell``,
+    ``cnn_act``, ``actor_dist`` bring back Dreamer's pieces).
+
+    Departures from the authors' code (besides Dreamer's, see its docstring): Adam without
+    their 1e-6 weight decay; no 100-update pretraining burst; float32; image and reward heads
+    without their layer-norm option.
     """
 
     Config = DreamerV2Config
@@ -74,7 +78,8 @@ class DreamerV2(Dreamer):
         if not c.discrete:
             return super().build_rssm(embed_dim)
         return RSSM(embed_dim=embed_dim, action_dim=self.specs.action_dim, deter=c.deter,
-                    hidden=c.hidden, latent="categorical", groups=c.stoch, classes=c.discrete)
+                    hidden=c.hidden, latent="categorical", groups=c.stoch, classes=c.discrete,
+                    cell=c.rssm_cell)
 
     def kl_loss(self, posts: RSSMState, priors: RSSMState):
         """KL balancing: ``alpha KL(sg(q) || p) + (1 - alpha) KL(q || sg(p))``, free nats on means."""
@@ -106,7 +111,7 @@ class DreamerV2(Dreamer):
         if mix < 1.0:
             log_prob = actor.log_prob(feat, traj.actions.detach())  # [H, N]
             advantage = returns - self.target_critic(self.value)(feat)  # [H, N, 1]
-        entropy = actor.entropy(feat)  # [H, N]: exact (one-hot), one sample (tanh-Normal)
+        entropy = actor.entropy(feat)  # [H, N]: exact (one-hot, truncated Normal), one sample (tanh-Normal)
         terms = losses.actor_loss(returns=returns, weights=weights, mix=mix, ent_scale=self.cfg.actor_ent,
                                   entropy=entropy, log_prob=log_prob, advantage=advantage)
         return terms
