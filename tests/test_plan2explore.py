@@ -9,7 +9,7 @@ from wmlab.api import Stage
 from wmlab.config import compose
 from wmlab_plugins.dreamer import Dreamer
 from wmlab_plugins.plan2explore import Plan2Explore
-from wmlab_plugins.plan2explore.losses import disagreement
+from wmlab_plugins.plan2explore.losses import disagreement, ensemble_loss
 from wmlab_plugins.plan2explore.networks import Ensemble
 
 
@@ -38,6 +38,49 @@ def test_members_are_independent_mlps():
     x = torch.randn(10, 4)
     h = torch.nn.functional.elu(x @ ens.hidden[0].weight[1] + ens.hidden[0].bias[1])
     assert torch.allclose(ens(x)[1], h @ ens.out.weight[1] + ens.out.bias[1], atol=1e-6)
+
+
+def test_each_member_on_its_own_inputs():
+    torch.manual_seed(0)
+    ens = Ensemble(3, 4, 2, hidden=5, layers=1)
+    x = torch.randn(3, 6, 4)  # [K, M, in]
+    own = ens.each(x)
+    for k in range(3):
+        assert torch.allclose(own[k], ens(x[k])[k], atol=1e-6)
+
+
+def test_ensemble_loss_averages_each_members_own_mask_then_sums():
+    preds = torch.zeros(2, 3, 1)  # [K, N, D]
+    target = torch.tensor([[[1.0], [2.0], [3.0]], [[1.0], [2.0], [3.0]]])
+    valid = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    half_log_2pi = 0.5 * torch.log(torch.tensor(2 * torch.pi))
+    expected = (0.5 + half_log_2pi) + ((0.5 * 4 + 0.5 * 9) / 2 + half_log_2pi)
+    assert torch.allclose(ensemble_loss(preds, target, valid)["ensemble"], expected)
+
+
+def test_bootstrap_gives_each_member_its_own_resample(monkeypatch):
+    """With ``ensemble_bootstrap``, member k is fitted on the batch's sequences picked by its
+    own row of draws with replacement; without, every member on the whole batch."""
+    m = make_method()
+    seen = []
+    monkeypatch.setattr(m.ensemble, "each", lambda x: seen.append(x) or torch.zeros(*x.shape[:-1], m.ensemble.out_dim))
+    data = m.unpack(random_batch(m))
+    _, posts = m.world_model_loss(data)
+    torch.manual_seed(3)
+    m.ensemble_terms(data, posts)
+    inputs = seen[-1]  # [K, T-1, B, in]
+    k, batch = m.ensemble.k, inputs.shape[2]
+    torch.manual_seed(3)
+    pick = torch.randint(batch, (k, batch))
+    full = torch.cat([m.world_model.rssm.get_feat(posts)[:-1], data.prev_action[1:]], -1)
+    for member in range(k):
+        assert torch.equal(inputs[member], full[:, pick[member]])
+    assert any(len(set(row.tolist())) < batch for row in pick)  # drawn with replacement
+    m = make_method(["method.ensemble_bootstrap=false"])
+    monkeypatch.setattr(m.ensemble, "each", lambda x: seen.append(x) or torch.zeros(*x.shape[:-1], m.ensemble.out_dim))
+    _, posts = m.world_model_loss(data)
+    m.ensemble_terms(data, posts)
+    assert torch.equal(seen[-1][0], seen[-1][1])  # the whole batch, the same for every member
 
 
 def test_stages_explore_then_adapt_without_env_steps():

@@ -133,6 +133,23 @@ def test_free_nats_clip_below_the_threshold_only(balance):
     assert pg.abs().sum() > 0 and qg.abs().sum() > 0
 
 
+def test_free_nats_per_step_clip_each_steps_kl_before_the_mean():
+    """``free_avg=False`` (Plan2Explore's code): steps whose KL is under the threshold are held
+    at it and send no gradient, even though the mean is above it."""
+    rssm = make()
+    post, prior = leaf_states(rssm)
+    kl = rssm.latent.kl(post.params, prior.params).detach()  # [T, B]
+    free = kl.median().item()
+    loss, _, pg, _ = kl_and_grads(rssm, post, prior, free_nats=free, free_avg=False)
+    assert loss.item() == pytest.approx(kl.clamp(min=free).mean().item(), rel=1e-5)
+    below = kl < free
+    assert below.any() and (~below).any() and kl.mean() > free
+    per_step = pg.abs().sum(-1)  # [T, B]
+    assert (per_step[below] == 0).all() and (per_step[~below] > 0).all()
+    mean_loss, _, pg_mean, _ = kl_and_grads(rssm, post, prior, free_nats=free)  # the mean is above it
+    assert (pg_mean.abs().sum(-1) > 0).all() and mean_loss.item() == pytest.approx(kl.mean().item(), rel=1e-5)
+
+
 def test_categorical_straight_through():
     rssm = make("categorical")
     logits = torch.randn(B, 12, requires_grad=True)

@@ -254,7 +254,8 @@ class RSSM(nn.Module):
         return RSSMState.stack(states)
 
     # --- KL ----------------------------------------------------------------------------------
-    def kl_loss(self, post: RSSMState, prior: RSSMState, *, free_nats: float = 0.0, balance: float = 0.5):
+    def kl_loss(self, post: RSSMState, prior: RSSMState, *, free_nats: float = 0.0, balance: float = 0.5,
+                free_avg: bool = True):
         """KL regulariser: ``loss`` (scalar) and ``kl = KL(post || prior)`` ``[...]`` (no grad).
 
         ``balance`` (DreamerV2's alpha) weights the term that trains the prior,
@@ -262,12 +263,17 @@ class RSSM(nn.Module):
         clipped below at ``free_nats`` after averaging (``max(mean KL, free)``, as Dreamer's
         ``tf.maximum(div, free_nats)`` and DreamerV2's ``free_avg``). ``balance = 0.5`` is the
         plain KL in value and gradient (as DreamerV2 special-cases it; the balanced form
-        would have the same value but half the gradient)."""
+        would have the same value but half the gradient). ``free_avg=False`` clips every
+        step's KL before averaging (Plan2Explore's code), so steps under ``free_nats`` send
+        no gradient even when the mean is above it."""
+        def clipped(x: torch.Tensor) -> torch.Tensor:
+            return x.mean().clamp(min=free_nats) if free_avg else x.clamp(min=free_nats).mean()
+
         kl = self.latent.kl(post.params, prior.params)  # [...]
         if balance == 0.5:
-            return kl.mean().clamp(min=free_nats), kl.detach()
-        lhs = self.latent.kl(post.params, prior.params.detach()).mean().clamp(min=free_nats)
-        rhs = self.latent.kl(post.params.detach(), prior.params).mean().clamp(min=free_nats)
+            return clipped(kl), kl.detach()
+        lhs = clipped(self.latent.kl(post.params, prior.params.detach()))
+        rhs = clipped(self.latent.kl(post.params.detach(), prior.params))
         return (1.0 - balance) * lhs + balance * rhs, kl.detach()
 
 

@@ -30,9 +30,23 @@ class Plan2ExploreConfig(DreamerConfig):
     """Hidden layers (ELU) of each predictor [dv2 ``expl_head.layers``; p2e: 2, ReLU]."""
     ensemble_lr: float = 3e-4
     """Adam learning rate of the ensemble [dv2 ``expl_opt.lr``]."""
+    ensemble_bootstrap: bool = True
+    """Each member trains on its own resample, with replacement, of the batch's sequences, so
+    the members see different data [p2e ``bootstrap True``, ``sample_with_replacement``;
+    dv2 trains every member on the whole batch]."""
     intr_scale: float = 1.0
-    """Scale of the intrinsic reward, the ensemble's variance averaged over dims [dv2
-    ``expl_intr_scale 1``; p2e ``intrinsic_reward_scale`` 1e4]."""
+    """Scale of the intrinsic reward, the ensemble's variance averaged over dims, as the
+    paper's and p2e's reward [dv2 ``expl_intr_scale 1``, on the standard deviation; p2e
+    ``intrinsic_reward_scale`` 1e4 on the variance]. wmlab keeps 1: the exploration actor
+    and critic see only this reward, and with Dreamer's actor loss (the lambda-return
+    itself, no entropy bonus: ``actor_ent`` 0, no return normalisation) a constant factor
+    changes the size of the gradients, not their direction; Adam's per-parameter
+    normalisation then undoes most of it. Raise it with ``actor_ent`` > 0, where the
+    ratio of the two matters."""
+    free_nats_per_step: bool = True
+    """Free nats per step: every step's KL is clipped below at ``free_nats`` before
+    averaging (``max(0, KL - free)`` per step in p2e's ``compute_objectives``); false clips
+    the batch mean, as Dreamer's code."""
 
     # --- stages ---------------------------------------------------------------------------
     train_task_while_exploring: bool = True

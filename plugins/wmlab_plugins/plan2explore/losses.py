@@ -7,7 +7,7 @@ import torch
 
 from wmlab.nets import gaussian_nll
 
-from ..dreamer.losses import masked_mean
+from ..dreamer.losses import masked_mean  # noqa: F401  (re-exported: the method uses it)
 
 
 def disagreement(preds: torch.Tensor) -> torch.Tensor:
@@ -19,8 +19,13 @@ def disagreement(preds: torch.Tensor) -> torch.Tensor:
 
 def ensemble_loss(preds: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
                   ) -> dict[str, torch.Tensor]:
-    """``{"ensemble"}``: unit-variance Gaussian NLL of ``target [..., D]`` under each member's
-    prediction ``[K, ..., D]``, averaged over ``valid [...]`` entries, summed over members."""
+    """``{"ensemble"}``: unit-variance Gaussian NLL of ``target`` under each member's
+    prediction ``[K, ..., D]``, averaged over each member's ``valid`` entries, summed over
+    members. ``target [..., D]`` and ``valid [...]`` are shared by every member, or given
+    per member (``[K, ...]``: each member's own bootstrap resample)."""
     nll = gaussian_nll(preds, target.detach().expand_as(preds))  # [K, ...]
-    mask = None if valid is None else valid.expand_as(nll)
-    return {"ensemble": preds.shape[0] * masked_mean(nll, mask)}  # every member has the same mask
+    if valid is None:
+        return {"ensemble": nll.flatten(1).mean(1).sum()}
+    mask = valid.expand_as(nll).flatten(1)
+    per_member = (nll.flatten(1) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return {"ensemble": per_member.sum()}

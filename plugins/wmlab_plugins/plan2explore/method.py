@@ -67,6 +67,12 @@ class Plan2Explore(Dreamer):
     def on_stage_start(self, stage: Stage) -> None:
         self.exploring = stage.name == "explore"
 
+    def kl_loss(self, posts: RSSMState, priors: RSSMState):
+        """Dreamer's KL with free nats per step (``free_nats_per_step``, the authors' code) or
+        on the mean (Dreamer's)."""
+        return self.world_model.rssm.kl_loss(posts, priors, free_nats=self.cfg.free_nats,
+                                             free_avg=not self.cfg.free_nats_per_step)
+
     def behaviour_actor(self, explore: bool) -> TanhNormalActor:
         """The exploration actor while exploring, the task actor otherwise and for evaluation."""
         return self.expl_actor if explore and self.exploring else self.actor
@@ -122,13 +128,24 @@ class Plan2Explore(Dreamer):
             return self.world_model.encode(data.obs)
 
     def train_ensemble(self, data: Sequences, posts: RSSMState, opt) -> dict[str, torch.Tensor]:
-        """One step of every member: ``[s_t, a_t]`` -> target at t + 1, on transitions that
-        stay inside an episode."""
+        """One step of every member (:meth:`ensemble_terms`)."""
+        terms = self.ensemble_terms(data, posts)
+        return named(terms, self.optimize(opt, terms["ensemble"], {"ensemble": self.ensemble}))
+
+    def ensemble_terms(self, data: Sequences, posts: RSSMState) -> dict[str, torch.Tensor]:
+        """The members' loss: ``[s_t, a_t]`` -> target at t + 1, on transitions that stay
+        inside an episode; with ``ensemble_bootstrap`` member k sees B sequences drawn with
+        replacement from the batch, else the whole batch."""
         feat = self.world_model.rssm.get_feat(posts).detach()  # [T, B, F]
         inputs = torch.cat([feat[:-1], data.prev_action[1:]], -1)  # a_t led to o_{t+1}
+        target = self.ensemble_target(data, posts)[1:]  # [T-1, B, D]
         valid = (~data.is_first[1:]).float()  # [T-1, B]
-        terms = losses.ensemble_loss(self.ensemble(inputs), self.ensemble_target(data, posts)[1:], valid)
-        return named(terms, self.optimize(opt, terms["ensemble"], {"ensemble": self.ensemble}))
+        if not self.cfg.ensemble_bootstrap:
+            return losses.ensemble_loss(self.ensemble(inputs), target, valid)
+        batch = inputs.shape[1]
+        pick = torch.randint(batch, (self.ensemble.k, batch), device=inputs.device)  # [K, B]
+        each = lambda x: x[:, pick].transpose(0, 1)  # [T-1, B, ...] -> [K, T-1, B, ...]  # noqa: E731
+        return losses.ensemble_loss(self.ensemble.each(each(inputs)), each(target), each(valid))
 
     def intrinsic_reward(self, traj: Imagination) -> torch.Tensor:
         """Disagreement about each imagined transition s_t, a_t -> s_{t+1}: ``[H, N, 1]``;

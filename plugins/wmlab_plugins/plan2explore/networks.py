@@ -38,8 +38,13 @@ class Ensemble(nn.Module):
         self.k, self.out_dim = k, out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        h = x.reshape(1, -1, x.shape[-1]).expand(self.k, -1, -1)  # [K, M, in]
+        """Every member on the same inputs ``[..., in]`` -> ``[K, ..., out]``."""
+        return self.each(x.unsqueeze(0).expand(self.k, *x.shape))
+
+    def each(self, x: torch.Tensor) -> torch.Tensor:
+        """Member k on its own inputs ``x[k]``: ``[K, ..., in]`` -> ``[K, ..., out]``."""
+        lead = x.shape[1:-1]
+        h = x.reshape(self.k, -1, x.shape[-1])  # [K, M, in]
         for layer in self.hidden:
             h = self.act(layer(h))
-        return self.out(h).reshape(self.k, *lead, self.out_dim)  # [K, ..., out]
+        return self.out(h).reshape(self.k, *lead, self.out_dim)
