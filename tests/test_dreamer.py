@@ -210,3 +210,46 @@ def test_discrete_actor_gradient_flows_through_the_dynamics():
     returns, weights = method.value_target(traj, method.value, method.imagined_reward(traj))
     method.actor_objective(traj, method.actor, returns, weights)["actor"].backward()
     assert sum(p.grad.abs().sum() for p in method.actor.parameters()) > 0
+
+
+def test_terminal_start_states_earn_nothing_and_weigh_nothing_after():
+    """Row 3 is the final row of an episode that terminated after row 2 (not an episode start):
+    imagination from it gets zero rewards and discounts, so its return is 0 and its later
+    steps weigh 0; every other start is untouched. Row 5 starts a new episode: not terminal."""
+    from wmlab.nets import imagine_from
+    from wmlab.nets.world_model import Sequences
+    from wmlab_plugins.dreamer.method import start_alive
+
+    T, B = 6, 2
+    cont = torch.ones(T, B, 1)
+    cont[2, 0] = 0.0  # row 2 -> row 3 terminated (env 0)
+    cont[4, 1] = 0.0  # row 4 -> row 5 terminated, but row 5 is an episode start (env 1)
+    is_first = torch.zeros(T, B, dtype=torch.bool)
+    is_first[0] = True
+    is_first[5, 1] = True
+    data = Sequences(obs=torch.zeros(T, B, 1), prev_action=torch.zeros(T, B, 1), reward=torch.zeros(T, B, 1),
+                     cont=cont, is_first=is_first)
+    alive = start_alive(data)
+    expected = torch.ones(T, B, 1)
+    expected[3, 0] = 0.0
+    assert torch.equal(alive, expected)
+
+    m = make_method(overrides=["method.continue_head=true"])
+    posts, _ = m.world_model.rssm.observe(torch.randn(T, B, m.world_model.encoder.out_dim),
+                                          torch.zeros(T, B, m.specs.action_dim), is_first)
+    traj = imagine_from(m.world_model.rssm, lambda s: m.actor.sample(m.world_model.rssm.get_feat(s))[0],
+                        posts, m.cfg.horizon)
+    reward = torch.ones(m.cfg.horizon, T * B, 1)
+    plain, _ = m.value_target(traj, m.value, reward)
+    returns, weights = m.value_target(traj._replace(alive=alive.reshape(-1, 1)), m.value, reward)
+    dead = 3 * B + 0  # row 3, env 0 in the flattened [T * B]
+    assert torch.equal(returns[:, dead], torch.zeros_like(returns[:, dead]))
+    assert weights[0, dead] == 1 and (weights[1:, dead] == 0).all()
+    others = [i for i in range(T * B) if i != dead]
+    assert torch.allclose(returns[:, others], plain[:, others]) and (plain[:, dead] > 0).all()
+
+
+def test_terminating_families_get_the_continue_head_by_default():
+    assert compose("dreamer", Dreamer, "atari:pong").method.continue_head
+    assert compose("dreamer", Dreamer, "gym:CartPole-v1").method.continue_head
+    assert not compose("dreamer", Dreamer, "cartpole-swingup").method.continue_head

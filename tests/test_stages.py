@@ -268,6 +268,27 @@ def test_windows_weigh_episodes_by_the_windows_they_hold():
     assert not (finished == 4).any()
 
 
+def test_prioritized_ends_draw_the_last_window_of_finished_episodes_more_often():
+    """Episodes of 250 rows, windows of 10: 241 starts plus 10 on the last one, so the last
+    window gets 11/251 of an episode's draws (uniform: 1/241); the running episode keeps
+    uniform starts."""
+    torch.manual_seed(0)
+    replay = Replay(2000, "cpu")
+    fill(replay, [250, 250, 250, 250, 100], finish_last=False)
+    batch = Windows(10, prioritize_ends=True).sample(replay, 40_000)
+    episodes = batch.get(EPISODE)
+    assert torch.equal(episodes, episodes[:, :1].expand_as(episodes))
+    obs = batch.get(keys.OBSERVATION).squeeze(-1)
+    assert torch.equal(obs - obs[:, :1], torch.arange(10.0).expand_as(obs))
+    finished = episodes[:, 0] < 4
+    # the stored observation is the row's index in its episode (see fill): 240 starts the last window
+    ends = (obs[finished, 0] == 240).float().mean().item()
+    assert abs(ends - 11 / 251) < 0.006, ends
+    running = obs[~finished, 0]
+    assert (running == 90).float().mean().item() < 0.03  # 1/91 of the running episode's draws
+    assert running.numel() > 0
+
+
 def test_windows_across_envs_and_ring_overwrites():
     torch.manual_seed(0)
     replay = Replay(60, "cpu", envs=2)  # two rings of 30

@@ -50,12 +50,30 @@ class Windows(Sampler):
     finished_only: bool = False
     """Only episodes that have ended (DreamerV2's ``replay.ongoing: False``); by default every
     window counts once, so an episode being collected weighs by the windows it holds."""
+    prioritize_ends: bool = False
+    """Draw the windows that reach a finished episode's end more often (DreamerV2's
+    ``replay.prioritize_ends``): inside the episode drawn, the start is uniform over its
+    ``n - L + 1`` starts plus ``L`` more that all fall on the last one, so the window ending
+    with the episode is drawn ``L + 1`` times as often as any other. Episodes still being
+    collected keep uniform starts."""
 
     def sample(self, replay: Replay, batch_size: int) -> TensorDictBase:
         env, pos = replay.sample_starts(batch_size, self.length, finished_only=self.finished_only)
+        if self.prioritize_ends:
+            pos = self.towards_ends(replay, env, pos)
         if self.length == 1:
             return replay.gather(env, pos)
         return replay.gather(env.unsqueeze(1), pos.unsqueeze(1) + torch.arange(self.length))
+
+
+    def towards_ends(self, replay: Replay, env: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Starts redrawn inside their finished episodes with the extra weight on the last."""
+        first, last = replay.episode_bounds(env, pos)
+        starts = last - first - self.length + 2  # windows of the episode (>= 1)
+        pick = (torch.rand(pos.shape) * (starts + self.length)).long()
+        moved = first + torch.minimum(pick, starts - 1)
+        finished = replay.finished[replay.episode[replay.slots(env, pos)]]
+        return torch.where(finished, moved, pos)
 
 
 @dataclass(frozen=True)

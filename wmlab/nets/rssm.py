@@ -286,6 +286,9 @@ class Imagination(NamedTuple):
     """``[H+1, N, F]``: ``get_feat(states)``."""
     actions: torch.Tensor
     """``[H, N, A]``: ``actions[t]`` was taken in ``states[t]``."""
+    alive: torch.Tensor | None = None
+    """``[N, 1]``: 0 where the start state is terminal (the episode had ended there), else 1;
+    ``None``: every start is alive."""
 
 
 def imagine_from(rssm: RSSM, policy_fn: Callable[[RSSMState], torch.Tensor], posts: RSSMState,

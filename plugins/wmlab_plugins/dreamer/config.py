@@ -47,7 +47,9 @@ class DreamerConfig:
     """Hidden layers of the state-vector encoder and decoder (wmlab; the paper has pixels only)."""
     continue_head: bool = False
     """Learn a Bernoulli "episode continues" head and discount imagination with it [cfg
-    ``pcont``: False for DMC, whose episodes end by time limit only]."""
+    ``pcont``: False for DMC, whose episodes end by time limit only]. On by default for the
+    env families whose episodes terminate (``atari:``, ``gym:``, ``sokoban:``: the method's
+    ``env_presets``)."""
     continue_layers: int = 3
     """Hidden layers of the continue head [code ``DenseDecoder((), 3, ..., 'binary')``]."""
     continue_scale: float = 10.0

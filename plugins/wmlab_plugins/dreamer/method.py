@@ -84,7 +84,9 @@ class Dreamer(Method):
     }
     # the paper: 64x64 pixels and action repeat 2 on every DMC task (other families keep
     # their own presets, e.g. configs/envs/atari.yaml)
-    env_presets = {"*": {"env": {"obs": "pixels", "action_repeat": 2}}}
+    # episodes that terminate (not only by the time limit) get the continue head
+    env_presets = {"*": {"env": {"obs": "pixels", "action_repeat": 2}},
+                   **{f"{family}:*": {"method": {"continue_head": True}} for family in ("atari", "gym", "sokoban")}}
     observations = ("state", "pixels")
 
     def __init__(self, cfg, specs: EnvSpecs):
@@ -166,7 +168,8 @@ class Dreamer(Method):
         metrics = named(terms, norms)
 
         # imagination and actor-critic: H steps from every posterior state, model frozen
-        behaviour, _ = self.train_behaviour(posts, self.actor, self.value, actor_opt, value_opt)
+        behaviour, _ = self.train_behaviour(posts, self.actor, self.value, actor_opt, value_opt,
+                                            alive=start_alive(data))
         if self.logs_now(batch_idx):
             self.log_metrics(metrics | behaviour, batch_size=data.obs.shape[1])
 
@@ -195,12 +198,17 @@ class Dreamer(Method):
         return self.world_model.rssm.kl_loss(posts, priors, free_nats=self.cfg.free_nats)
 
     def train_behaviour(self, posts: RSSMState, actor, value, actor_opt, value_opt, *,
-                        reward_fn: Callable[[Imagination], torch.Tensor] | None = None, prefix: str = ""):
+                        reward_fn: Callable[[Imagination], torch.Tensor] | None = None, prefix: str = "",
+                        alive: torch.Tensor | None = None):
         """One actor and one value update from imagined trajectories; returns the metrics
-        (``loss/<prefix>actor``, ``grad_norm/<prefix>value``, ...) and the trajectory."""
+        (``loss/<prefix>actor``, ``grad_norm/<prefix>value``, ...) and the trajectory.
+        ``alive [T, B, 1]`` (:func:`start_alive`) marks the posterior states that are not
+        terminal."""
         reward_fn = reward_fn or self.imagined_reward
         with frozen(self.world_model, value):  # gradients flow through them, not into them
             traj = self.imagine(posts, actor)
+            if alive is not None:
+                traj = traj._replace(alive=alive.reshape(-1, 1))
             returns, weights = self.value_target(traj, value, reward_fn(traj))  # [H, N, 1]
             terms = self.actor_objective(traj, actor, returns, weights)
         norms = self.optimize(actor_opt, terms["actor"], {f"{prefix}actor": actor})
@@ -228,9 +236,16 @@ class Dreamer(Method):
         return gamma if cont is None else gamma * cont
 
     def value_target(self, traj: Imagination, value, reward: torch.Tensor):
-        """V_lambda returns ``G_0..G_{H-1}`` and their loss weights, ``[H, N, 1]`` each."""
+        """V_lambda returns ``G_0..G_{H-1}`` and their loss weights, ``[H, N, 1]`` each.
+
+        From a terminal start state (``traj.alive`` 0) nothing follows: its imagined rewards
+        and discounts are zero, so its return is 0, the value there learns 0 and the later
+        steps weigh nothing (DreamerV2 sets the first imagined discount from the replay's
+        terminal flag for the same reason)."""
         v = value(traj.feats)  # [H+1, N, 1]
         discount = self.imagined_discount(traj)
+        if traj.alive is not None:
+            reward, discount = reward * traj.alive, discount * traj.alive
         returns = lambda_returns(reward, v[1:], discount, v[-1], self.cfg.return_lambda)
         return returns, discount_weights(discount)
 
@@ -316,3 +331,14 @@ def named(terms: dict[str, torch.Tensor], norms: dict[str, torch.Tensor]) -> dic
     """``{"loss/<term>": ..., "grad_norm/<module>": ...}``."""
     return {f"loss/{k}": v for k, v in terms.items()} | {f"grad_norm/{k}": v for k, v in norms.items()}
 
+
+
+def start_alive(data: Sequences) -> torch.Tensor:
+    """``[T, B, 1]``: 0 for the posterior states that are terminal, else 1. Row t + 1 is
+    terminal when the transition out of row t terminated the episode and row t + 1 is no
+    episode start: it is the episode's final row, holding the terminal observation (see
+    :mod:`wmlab.keys`). The first row of a window never is: a window of two or more rows ends
+    inside its episode."""
+    terminal = torch.zeros_like(data.cont)
+    terminal[1:] = (1.0 - data.cont[:-1]) * (~data.is_first[1:]).unsqueeze(-1).to(data.cont.dtype)
+    return 1.0 - terminal

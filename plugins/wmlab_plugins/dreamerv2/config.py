@@ -106,6 +106,11 @@ class DreamerV2Config(DreamerConfig):
     train_ratio: float = 0.2
     """Updates per policy step: one update every 5 policy steps [cfg ``train_every 5``,
     ``train_steps 1``; Atari ``train_every 16``: 0.0625]."""
+    prioritize_ends: bool = False
+    """Draw replay windows that reach an episode's end more often (see
+    ``wmlab.samplers.Windows.prioritize_ends``) [cfg ``defaults: replay.prioritize_ends True``,
+    kept by ``atari``; ``dmc_*: False``]. The authors also sample finished episodes only
+    (``replay.ongoing False``); wmlab samples the running ones too."""
     prefill: int = 2000
     """Env steps of random actions before training: 1000 policy steps x action repeat 2
     [cfg ``dmc_*: prefill 1000``; Atari 50000 x 4]. The authors' ``pretrain: 100`` burst of

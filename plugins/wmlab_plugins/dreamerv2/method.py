@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 from tensordict import TensorDictBase
 
-from wmlab.api import EnvSpecs
+from wmlab.api import DataSpec, EnvSpecs
 from wmlab.errors import ConfigError
 from wmlab.nets import RSSM, Imagination, RSSMState, ema_update_
 from wmlab.nets.world_model import Sequences
+from wmlab.samplers import Windows
 
 from ..dreamer import Dreamer
 from . import losses
@@ -57,7 +59,7 @@ class DreamerV2(Dreamer):
                        "value_lr": 1e-4, "actor_ent": 1e-3, "discount": 0.999, "kl_scale": 0.1,
                        "free_nats": 0.0, "actor_grad": "reinforce", "continue_head": True,
                        "continue_scale": 5.0, "clip_rewards": "tanh", "train_ratio": 1 / 16,
-                       "prefill": 200_000},
+                       "prefill": 200_000, "prioritize_ends": True},
             # 27000 policy steps x action repeat 4 (as configs/envs/atari.yaml, which also sets
             # 64x64 grayscale, sticky actions and the rest of the authors' preprocessing)
             "env": {"obs": "pixels", "action_repeat": 4, "episode_steps": 108_000},
@@ -71,6 +73,13 @@ class DreamerV2(Dreamer):
             raise ConfigError(f"method.clip_rewards={cfg.clip_rewards!r}; valid: {', '.join(REWARD_TRANSFORMS)}")
         super().__init__(cfg, specs)
         self.slow_value = copy.deepcopy(self.value).requires_grad_(False)
+
+    def data_spec(self) -> DataSpec:
+        """Dreamer's windows, drawn towards episode ends with ``prioritize_ends``."""
+        spec = super().data_spec()
+        if self.cfg.prioritize_ends:
+            spec = dataclasses.replace(spec, sampler=Windows(spec.sequence_length, prioritize_ends=True))
+        return spec
 
     # --- hooks: world model -----------------------------------------------------------------
     def build_rssm(self, embed_dim: int) -> RSSM:

@@ -11,7 +11,7 @@ from wmlab.nets import Imagination, RSSMState, TanhNormalActor, frozen
 from wmlab.nets.world_model import Sequences
 
 from ..dreamer import Dreamer
-from ..dreamer.method import named
+from ..dreamer.method import named, start_alive
 from . import losses
 from .config import Plan2ExploreConfig
 from .networks import Ensemble
@@ -95,13 +95,14 @@ class Plan2Explore(Dreamer):
         if self.exploring:
             metrics |= self.train_ensemble(data, posts, ensemble_opt)
             expl, _ = self.train_behaviour(posts, self.expl_actor, self.expl_value, expl_actor_opt,
-                                           expl_value_opt, reward_fn=self.intrinsic_reward, prefix="expl_")
+                                           expl_value_opt, reward_fn=self.intrinsic_reward, prefix="expl_",
+                                           alive=start_alive(data))
             metrics |= expl
 
         # task: actor-critic on the predicted extrinsic reward
         if not self.exploring or self.cfg.train_task_while_exploring:
             task, _ = self.train_behaviour(posts, self.actor, self.value, actor_opt, value_opt,
-                                           prefix="task_")
+                                           prefix="task_", alive=start_alive(data))
             metrics |= task
         if self.logs_now(batch_idx):
             self.log_metrics(metrics, batch_size=data.obs.shape[1])
