@@ -203,6 +203,26 @@ def test_pixels_env(family):
     env.close()
 
 
+def test_pixels_frame_stack(family):
+    """env.frame_stack=3: [9, H, W], oldest frame first; an episode starts with its first frame
+    three times, and each step shifts the stack by one frame."""
+    cfg = cfg_for(obs="pixels", action_repeat=2, episode_steps=10, frame_stack=3)
+    env = family.make("cheetah-run", cfg, seed=0)
+    check_env_specs(env)
+    td = env.rollout(5)
+    obs, nxt = td[keys.OBSERVATION], td["next", keys.OBSERVATION]
+    assert obs.shape == (5, 9, 64, 64) and family.specs(env, cfg).obs_shape == (9, 64, 64)
+    first = obs[0]
+    assert torch.equal(first[:3], first[3:6]) and torch.equal(first[3:6], first[6:])
+    for t in range(4):
+        assert torch.equal(nxt[t][:6], obs[t][3:])  # shifted by one frame
+        assert torch.equal(obs[t + 1], nxt[t])
+    assert not torch.equal(nxt[3][6:], nxt[3][3:6])  # the newest frame differs
+    with pytest.raises(EnvError, match="frame_stack=0"):
+        family.make("cheetah-run", cfg_for(obs="pixels", frame_stack=0), seed=0)
+    env.close()
+
+
 def test_pixels_slow_render_and_other_size(family):
     cfg = cfg_for("walker-walk", obs="pixels", image_size=32, fast_render=False)
     env = family.make("walker-walk", cfg, seed=0)

@@ -128,7 +128,8 @@ def test_debug_preset_composes_over_the_whole_tree():
     assert cfg.method.latent_dim == 8 and cfg.env.action_repeat == 2
     assert compose("tdmpc", TDMPC, "cheetah-run").env.action_repeat == 4
     assert compose("tdmpc", TDMPC, "walker-walk").env.action_repeat == 2
-    assert compose("tdmpc", TDMPC, "cartpole-swingup", presets=["pixels"]).method.iterations == 8
+    pixels = compose("tdmpc", TDMPC, "cartpole-swingup", presets=["pixels"])
+    assert pixels.method.iterations == 8 and pixels.env.frame_stack == 3
 
 
 def test_training_step_updates_nets_and_polyak_averages_targets():
@@ -175,10 +176,10 @@ def test_transitions_after_an_episode_start_are_masked():
 
 def test_pixels_training_step_and_policy():
     torch.manual_seed(0)
-    m = make_method(make_specs(obs_shape=(3, 64, 64), kind="pixels"), batch_size=4)
+    m = make_method(make_specs(obs_shape=(9, 64, 64), kind="pixels"), batch_size=4)  # 3 stacked frames
     trainer = fit(m, lambda: random_batch(m), 1)
     assert torch.isfinite(trainer.callback_metrics["train/loss/total"])
-    td = TensorDict({keys.OBSERVATION: torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)}, batch_size=[2])
+    td = TensorDict({keys.OBSERVATION: torch.randint(0, 256, (2, 9, 64, 64), dtype=torch.uint8)}, batch_size=[2])
     assert m.make_policy(explore=True)(td)[keys.ACTION].shape == (2, ACT)
 
 

@@ -45,7 +45,7 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import ctypes.util  # noqa: E402
-from collections import OrderedDict  # noqa: E402
+from collections import OrderedDict, deque  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -192,8 +192,11 @@ class _RepeatedDMC(dm_env.Environment):
     """
 
     def __init__(self, env: control.Environment, *, repeat: int, policy_steps: int,
-                 obs_kind: str, image_size: int, camera: int, fast_render: bool, name: str):
+                 obs_kind: str, image_size: int, camera: int, fast_render: bool, name: str,
+                 frame_stack: int = 1):
         self._env = env
+        self.frame_stack = frame_stack
+        self._stack: deque[np.ndarray] = deque(maxlen=frame_stack)
         self._repeat = repeat
         self._frame_limit = policy_steps * repeat
         self._frames = 0
@@ -208,7 +211,7 @@ class _RepeatedDMC(dm_env.Environment):
         self._state_keys = list(state_spec)
         state_dim = sum(int(np.prod(s.shape)) for s in state_spec.values())
         if obs_kind == "pixels":
-            self._obs_spec = dm_specs.Array((3, image_size, image_size), np.uint8, "observation")
+            self._obs_spec = dm_specs.Array((3 * frame_stack, image_size, image_size), np.uint8, "observation")
             # open GL now, so a missing library fails at construction, not mid-run
             self._renderer(image_size)
         else:
@@ -241,10 +244,15 @@ class _RepeatedDMC(dm_env.Environment):
         """``uint8 [size, size, 3]`` frame of the current state from ``self.camera``."""
         return self._renderer(size)(self._env.physics)
 
-    def _observe(self, observation: OrderedDict) -> OrderedDict:
+    def _observe(self, observation: OrderedDict, first: bool = False) -> OrderedDict:
         if self.obs_kind == "pixels":
-            frame = self.render(self.image_size)
-            obs = np.ascontiguousarray(frame.transpose(2, 0, 1))
+            frame = np.ascontiguousarray(self.render(self.image_size).transpose(2, 0, 1))
+            if self.frame_stack == 1:
+                return OrderedDict(observation=frame)
+            if first:  # an episode starts with its first frame repeated
+                self._stack.extend([frame] * self.frame_stack)
+            self._stack.append(frame)
+            obs = np.concatenate(self._stack)  # oldest first: [3 * frame_stack, H, W]
         else:
             obs = np.concatenate([np.asarray(observation[k], dtype=np.float32).ravel()
                                   for k in self._state_keys])
@@ -253,7 +261,7 @@ class _RepeatedDMC(dm_env.Environment):
     def reset(self) -> dm_env.TimeStep:
         self._frames = 0
         ts = self._env.reset()
-        return ts._replace(observation=self._observe(ts.observation))
+        return ts._replace(observation=self._observe(ts.observation, first=True))
 
     def step(self, action) -> dm_env.TimeStep:
         reward = 0.0  # summed in float64 like dm_control's rewards, cast once at the end
@@ -262,7 +270,7 @@ class _RepeatedDMC(dm_env.Environment):
             ts = self._env.step(action)
             if ts.first():  # stepped after LAST: dm_control started a new episode
                 self._frames = 0
-                return ts._replace(observation=self._observe(ts.observation))
+                return ts._replace(observation=self._observe(ts.observation, first=True))
             self._frames += 1
             reward += ts.reward
             discount *= ts.discount
@@ -351,6 +359,10 @@ class DMControlConfig:
     camera)."""
     fast_render: bool = True
     """Turn off shadows, reflections and multisampling (15-20x faster on CPU)."""
+    frame_stack: int = 1
+    """Pixels: the observation is the last ``frame_stack`` frames stacked on the channel
+    axis, oldest first (``[3 k, H, W]``), so velocities can be seen; an episode starts with
+    its first frame repeated (TD-MPC's pixel setting is 3)."""
 
 
 class DMControl(EnvFamily):
@@ -405,9 +417,12 @@ class DMControl(EnvFamily):
         if not -1 <= camera < ncam:
             raise EnvError(f"env.camera={camera} does not exist in {name}: it has {ncam} "
                            f"camera(s), ids 0..{ncam - 1} (-1 is MuJoCo's free camera)")
+        frame_stack = int(own.frame_stack)
+        if frame_stack < 1:
+            raise EnvError(f"env.frame_stack={frame_stack} must be >= 1")
         inner = _RepeatedDMC(dm, repeat=repeat, policy_steps=policy_steps, obs_kind=obs_kind,
                              image_size=image_size, camera=camera,
-                             fast_render=bool(own.fast_render), name=name)
+                             fast_render=bool(own.fast_render), name=name, frame_stack=frame_stack)
         base = _TorchDMC(inner)
         base.set_seed(int(seed))  # same RandomState(seed) as suite.load's; no reset
         return TransformedEnv(base, InitTracker())
