@@ -129,7 +129,7 @@ def test_debug_preset_composes_over_the_whole_tree():
     assert compose("tdmpc", TDMPC, "cheetah-run").env.action_repeat == 4
     assert compose("tdmpc", TDMPC, "walker-walk").env.action_repeat == 2
     pixels = compose("tdmpc", TDMPC, "cartpole-swingup", presets=["pixels"])
-    assert pixels.method.iterations == 8 and pixels.env.frame_stack == 3
+    assert pixels.method.iterations == 8 and pixels.env.frame_stack == 3 and pixels.env.image_size == 84
 
 
 def test_training_step_updates_nets_and_polyak_averages_targets():
