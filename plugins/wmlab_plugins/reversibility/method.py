@@ -56,10 +56,11 @@ class Reversibility(Method):
     observations = ("state",)
     presets = {
         # tiny nets, a few hundred env steps per stage: seconds on a CPU
-        "debug": {"method": {"psi_hidden": 16, "phi_hidden": 16, "hidden": 16, "unroll": 32,
-                             "epochs": 2, "minibatch": 32, "random_steps": 200, "psi_updates": 5,
+        # (RAC: 200 random env steps, then 4 rollouts of 2 x 25: 400 env steps in all)
+        "debug": {"method": {"psi_hidden": 16, "phi_hidden": 16, "hidden": 16, "unroll": 25,
+                             "epochs": 2, "minibatch": 25, "random_steps": 200, "psi_updates": 5,
                              "phi_updates": 5, "max_distance": 20, "psi_every": 50},
-                  "run": {"envs": 2, "steps": 256}},
+                  "run": {"envs": 2, "steps": 200}},
         # RAC lets a uniformly random policy balance CartPole [paper Sec. 5.2, Fig. 4]
         "cartpole-rac": {"method": {"mode": "rac", "agent": "random", "random_steps": 20_000,
                                     "psi_updates": 3000, "phi_updates": 3000},
