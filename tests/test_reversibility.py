@@ -252,3 +252,15 @@ def test_bad_threshold_is_one_line_exit_2(capsys):
                  "method.threshold=1.2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "method.threshold=1.2" in err
+
+
+def test_potential_form_of_psi_is_antisymmetric():
+    from wmlab_plugins.reversibility.networks import Precedence
+
+    torch.manual_seed(0)
+    psi = Precedence(4, 8, form="potential")
+    a, b = torch.randn(5, 4), torch.randn(5, 4)
+    assert torch.allclose(torch.sigmoid(psi(a, b)), 1 - torch.sigmoid(psi(b, a)))
+    assert torch.allclose(psi(a, a), torch.zeros(5))  # a state against itself: no order
+    with pytest.raises(ConfigError, match="psi_form"):
+        Reversibility(ReversibilityConfig(psi_form="siamese"), specs())

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 MODES = ("rac", "rae", "none")
 #: ``method.agent``
 AGENTS = ("ppo", "random")
+#: ``method.psi_form``
+PSI_FORMS = ("pair", "potential")
 
 
 @dataclass
@@ -59,6 +61,13 @@ class ReversibilityConfig:
     psi_hidden: int = 64
     """Units of each of psi's two hidden layers (an MLP on both observations side by side)
     [wmlab; the paper's CartPole estimators are small MLPs of this order]."""
+    psi_form: str = "pair"
+    """``pair``: psi is an MLP on both observations side by side. ``potential``: psi(s, s') =
+    sigmoid(f(s') - f(s)) with f an MLP on one observation, antisymmetric by construction; a
+    step between two close states then gets psi near 0.5 even where one step's dynamics
+    would give its order away (CartPole's positions follow its velocities), so RAE penalises
+    the drift towards an irreversible state, not every step [wmlab; the ``cartpole-rae``
+    preset uses it]."""
     psi_lr: float = 0.01
     """Adam learning rate of psi [reference: 0.01]."""
     psi_batch: int = 128

@@ -12,7 +12,7 @@ from wmlab.errors import ConfigError
 from wmlab.returns import gae
 from wmlab.samplers import FIRST, LATER, SECOND, Pairs
 
-from .config import AGENTS, MODES, ReversibilityConfig
+from .config import AGENTS, MODES, PSI_FORMS, ReversibilityConfig
 from .losses import (filter_actions, phi_terms, ppo_terms, precedence_terms, rae_penalty,
                      rollout_pairs, shaped_reward)
 from .networks import ActionReversibility, ActorCritic, Precedence
@@ -68,7 +68,8 @@ class Reversibility(Method):
                          "eval": {"every": 10_000, "episodes": 20}},
         # reward-free RAE: PPO learns to balance CartPole from the penalty alone [paper Sec. 5.1]
         "cartpole-rae": {"method": {"mode": "rae", "agent": "ppo", "reward_free": True,
-                                    "penalty": 1.0, "unroll": 128, "max_distance": 128},
+                                    "psi_form": "potential", "penalty": 1.0, "unroll": 128,
+                                    "max_distance": 128},
                          "run": {"envs": 4, "steps": 60_000},
                          "eval": {"every": 10_000, "episodes": 10}},
         # Turf with RAC over PPO [paper Sec. 5.3]: w 0.1 for RAE on this task
@@ -88,7 +89,7 @@ class Reversibility(Method):
         self.check(cfg, specs)
         self.automatic_optimization = False
         d, n = specs.obs_dim, specs.action_dim
-        self.psi = Precedence(d, cfg.psi_hidden)
+        self.psi = Precedence(d, cfg.psi_hidden, cfg.psi_form)
         self.phi = ActionReversibility(d, n, cfg.phi_hidden) if cfg.mode == "rac" else None
         self.agent = ActorCritic(d, n, cfg.hidden) if cfg.agent == "ppo" else None
         # updates of psi and of phi so far: RAC's filter needs both (checked at each stage)
@@ -104,6 +105,8 @@ class Reversibility(Method):
             raise ConfigError(f"method.mode={cfg.mode!r}; valid: {', '.join(MODES)}")
         if cfg.agent not in AGENTS:
             raise ConfigError(f"method.agent={cfg.agent!r}; valid: {', '.join(AGENTS)}")
+        if cfg.psi_form not in PSI_FORMS:
+            raise ConfigError(f"method.psi_form={cfg.psi_form!r}; valid: {', '.join(PSI_FORMS)}")
         if not 0.0 < float(cfg.threshold) < 1.0:
             raise ConfigError(f"method.threshold={cfg.threshold} must lie strictly between 0 and 1 "
                               f"(it is compared with probabilities)")

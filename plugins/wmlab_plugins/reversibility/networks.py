@@ -11,13 +11,23 @@ from wmlab.nets.mlp import mlp, orthogonal_init_
 
 class Precedence(nn.Module):
     """psi: the logit that ``second`` came after ``first`` in their trajectory,
-    ``[B, D], [B, D] -> [B]`` (an MLP on both observations side by side)."""
+    ``[B, D], [B, D] -> [B]``.
 
-    def __init__(self, obs_dim: int, hidden: int):
+    ``form="pair"``: an MLP on both observations side by side. ``form="potential"``: the
+    difference ``f(second) - f(first)`` of a learned scalar of one observation (an MLP), so
+    psi(s, s') = 1 - psi(s', s) by construction and two observations close in state space
+    get psi near 0.5: order comes only from what drifts one way along trajectories, never
+    from reading one step's dynamics (e.g. positions changing with the velocities)."""
+
+    def __init__(self, obs_dim: int, hidden: int, form: str = "pair"):
         super().__init__()
-        self.net = mlp(2 * obs_dim, [hidden, hidden], 1, act="relu")
+        self.form = form
+        inputs = 2 * obs_dim if form == "pair" else obs_dim
+        self.net = mlp(inputs, [hidden, hidden], 1, act="relu")
 
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        if self.form == "potential":
+            return (self.net(second) - self.net(first)).squeeze(-1)
         return self.net(torch.cat([first, second], -1)).squeeze(-1)
 
 
