@@ -264,3 +264,9 @@ def test_potential_form_of_psi_is_antisymmetric():
     assert torch.allclose(psi(a, a), torch.zeros(5))  # a state against itself: no order
     with pytest.raises(ConfigError, match="psi_form"):
         Reversibility(ReversibilityConfig(psi_form="siamese"), specs())
+    bounded = Precedence(4, 8, form="potential", bound=2.0)
+    with torch.no_grad():
+        bounded.net[-1].bias.fill_(100.0)
+    assert bounded.potential(a).abs().max() <= 2.0  # f squashed into (-2, 2)
+    with pytest.raises(ConfigError, match="psi_bound"):
+        Reversibility(ReversibilityConfig(psi_bound=-1.0), specs())

@@ -68,8 +68,8 @@ class Reversibility(Method):
                          "eval": {"every": 10_000, "episodes": 20}},
         # reward-free RAE: PPO learns to balance CartPole from the penalty alone [paper Sec. 5.1]
         "cartpole-rae": {"method": {"mode": "rae", "agent": "ppo", "reward_free": True,
-                                    "psi_form": "potential", "penalty": 1.0, "unroll": 128,
-                                    "max_distance": 128},
+                                    "psi_form": "potential", "psi_bound": 5.0, "penalty": 1.0,
+                                    "unroll": 128, "max_distance": 128},
                          "run": {"envs": 4, "steps": 60_000},
                          "eval": {"every": 10_000, "episodes": 10}},
         # Turf with RAC over PPO [paper Sec. 5.3]: w 0.1 for RAE on this task
@@ -89,7 +89,7 @@ class Reversibility(Method):
         self.check(cfg, specs)
         self.automatic_optimization = False
         d, n = specs.obs_dim, specs.action_dim
-        self.psi = Precedence(d, cfg.psi_hidden, cfg.psi_form)
+        self.psi = Precedence(d, cfg.psi_hidden, cfg.psi_form, cfg.psi_bound)
         self.phi = ActionReversibility(d, n, cfg.phi_hidden) if cfg.mode == "rac" else None
         self.agent = ActorCritic(d, n, cfg.hidden) if cfg.agent == "ppo" else None
         # updates of psi and of phi so far: RAC's filter needs both (checked at each stage)
@@ -114,6 +114,8 @@ class Reversibility(Method):
             raise ConfigError("method.mode=rae shapes the reward of a learning agent: use method.agent=ppo")
         if cfg.reward_free and cfg.mode != "rae":
             raise ConfigError("method.reward_free=true is RAE's reward-free mode: use method.mode=rae")
+        if float(cfg.psi_bound) < 0:
+            raise ConfigError(f"method.psi_bound={cfg.psi_bound} must be >= 0 (0: f not squashed)")
         if float(cfg.penalty) < 0:
             raise ConfigError(f"method.penalty={cfg.penalty} must be >= 0")
         for name in ("min_distance", "psi_hidden", "psi_batch", "psi_every", "psi_updates_each",

@@ -17,18 +17,25 @@ class Precedence(nn.Module):
     difference ``f(second) - f(first)`` of a learned scalar of one observation (an MLP), so
     psi(s, s') = 1 - psi(s', s) by construction and two observations close in state space
     get psi near 0.5: order comes only from what drifts one way along trajectories, never
-    from reading one step's dynamics (e.g. positions changing with the velocities)."""
+    from reading one step's dynamics (e.g. positions changing with the velocities). ``bound``
+    > 0 squashes f into ``(-bound, bound)``: a slow drift over many steps then cannot make
+    one step's psi confident, a fast one (a fall) still does."""
 
-    def __init__(self, obs_dim: int, hidden: int, form: str = "pair"):
+    def __init__(self, obs_dim: int, hidden: int, form: str = "pair", bound: float = 0.0):
         super().__init__()
-        self.form = form
+        self.form, self.bound = form, bound
         inputs = 2 * obs_dim if form == "pair" else obs_dim
         self.net = mlp(inputs, [hidden, hidden], 1, act="relu")
 
     def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         if self.form == "potential":
-            return (self.net(second) - self.net(first)).squeeze(-1)
+            return (self.potential(second) - self.potential(first)).squeeze(-1)
         return self.net(torch.cat([first, second], -1)).squeeze(-1)
+
+    def potential(self, obs: torch.Tensor) -> torch.Tensor:
+        """f(obs) ``[B, 1]``, squashed into ``(-bound, bound)`` if ``bound`` > 0."""
+        f = self.net(obs)
+        return self.bound * torch.tanh(f / self.bound) if self.bound > 0 else f
 
 
 class ActionReversibility(nn.Module):
