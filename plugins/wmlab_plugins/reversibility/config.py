@@ -72,7 +72,7 @@ class ReversibilityConfig:
     """With ``psi_form=potential``: f is squashed into (-psi_bound, psi_bound) (0: not
     squashed). Trained online on an agent that balances for longer and longer, an unbounded
     f keeps stretching along slow drifts until every step's psi passes the threshold [wmlab;
-    ``cartpole-rae`` uses 5]."""
+    ``cartpole-rae`` uses 10]."""
     psi_lr: float = 0.01
     """Adam learning rate of psi [reference: 0.01]."""
     psi_batch: int = 128

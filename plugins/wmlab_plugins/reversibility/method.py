@@ -68,7 +68,7 @@ class Reversibility(Method):
                          "eval": {"every": 10_000, "episodes": 20}},
         # reward-free RAE: PPO learns to balance CartPole from the penalty alone [paper Sec. 5.1]
         "cartpole-rae": {"method": {"mode": "rae", "agent": "ppo", "reward_free": True,
-                                    "psi_form": "potential", "psi_bound": 5.0, "penalty": 1.0,
+                                    "psi_form": "potential", "psi_bound": 10.0, "penalty": 1.0,
                                     "unroll": 128, "max_distance": 128},
                          "run": {"envs": 4, "steps": 60_000},
                          "eval": {"every": 10_000, "episodes": 10}},
