@@ -7,10 +7,10 @@ RAC (``test_rac_lets_a_random_policy_balance``): 10,000 env steps of uniformly r
 the same random policy with the filter for 5,000 env steps. The run evaluates the random
 policy without the filter at the end of the random stage (20 episodes at 10,000 env steps;
 the psi and phi stages take no env step, so no other evaluation there) and with it at the
-end (20 episodes), so both are measured in one run. A uniformly random policy lasts about 22 steps (REFERENCES: 22 +- 12;
-here 19.5 over 20 episodes); the check asks for at least 5 times as long with the filter and
-at least 150 steps, far beyond what a random policy reaches by luck (its longest episodes are
-about 60-80 steps). Seen with seed 1: 19.5 without, 455.6 with the filter (most episodes
+end (20 episodes), so both are measured in one run. A uniformly random policy lasts
+about 22 +- 12 steps (here 19.5 over 20 episodes); the check asks for at least 5 times as
+long with the filter and at least 150 steps, 10 standard deviations above a random
+policy's mean. Seen with seed 1: 19.5 without, 455.6 with the filter (most episodes
 reach the 500-step limit); about 75 s of CPU time, 2.5 to 5.6 minutes of wall time on 2
 cores shared with other jobs (load 7 to 10).
 
