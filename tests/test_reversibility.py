@@ -233,7 +233,7 @@ def metrics_of_the_run() -> dict:
 
 
 @pytest.mark.parametrize("env, mode", [("gridworld:turf", "rac"), ("gridworld:turf", "rae"),
-                                       ("gym:CartPole-v1", "none")])
+                                       ("gym:CartPole-v1", "none"), ("sokoban:7x7-2", "rac")])
 def test_fit_smoke(env, mode, capsys):
     assert main(["fit", "--method", "reversibility", "--env", env, "--preset", "debug",
                  f"method.mode={mode}", "run.threads=1", "eval.video=false", "tracking.log_every=1"]) == 0
