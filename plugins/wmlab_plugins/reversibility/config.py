@@ -2,7 +2,7 @@
 
 Source: Grinsztajn, Ferret, Pietquin, Preux, Geist 2021, "There is no turning back: a
 self-supervised approach for reversibility-aware reinforcement learning", arXiv 2106.04480
-([paper] below), and the settings quoted from the authors' code
+([paper] below), and the settings reported for the authors' code
 (NathanGrinsztajn/NoTurningBack, [reference]). Where a value is wmlab's own choice the field
 says so ([wmlab]).
 
@@ -13,8 +13,10 @@ Where wmlab departs from the paper, in short:
   trajectories: the core does not store on-policy rollouts, and the latest rollout is the
   agent's newest behaviour. Distances are capped by the rollout length.
 * PPO runs on ``run.envs`` synchronous envs with the usual PPO settings (stable-baselines3's
-  defaults, on which the paper's PPO experiments are built); the rollout length per env is
+  defaults; the paper does not list its PPO settings); the rollout length per env is
   wmlab's (see ``unroll``).
+* psi's architecture is wmlab's (``psi_form``, ``psi_bound``): the ``cartpole-rae`` preset
+  uses an antisymmetric potential form, with which reward-free RAE learned on CartPole.
 * The networks are MLPs on state vectors (Turf: the one-hot planes of the grid); the paper's
   Sokoban experiments (IMPALA, pixels) are not reproduced.
 """
