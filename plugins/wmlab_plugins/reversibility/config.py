@@ -13,7 +13,7 @@ Where wmlab departs from the paper, in short:
   trajectories: the core does not store on-policy rollouts, and the latest rollout is the
   agent's newest behaviour. Distances are capped by the rollout length.
 * PPO runs on ``run.envs`` synchronous envs with the usual PPO settings (stable-baselines3's
-  defaults; the paper does not list its PPO settings); the rollout length per env is
+  defaults, not settings taken from the paper); the rollout length per env is
   wmlab's (see ``unroll``).
 * psi's architecture is wmlab's (``psi_form``, ``psi_bound``): the ``cartpole-rae`` preset
   uses an antisymmetric potential form, with which reward-free RAE learned on CartPole.
