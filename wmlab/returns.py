@@ -55,3 +55,39 @@ def discount_weights(discount: torch.Tensor) -> torch.Tensor:
     """
     ones = torch.ones_like(discount[:1])
     return torch.cumprod(torch.cat([ones, discount[:-1]], 0), 0).detach()
+
+
+def gae(
+    reward: torch.Tensor,
+    value: torch.Tensor,
+    next_value: torch.Tensor,
+    terminated: torch.Tensor,
+    done: torch.Tensor,
+    discount: float,
+    lambda_: float = 0.95,
+) -> torch.Tensor:
+    """Generalised advantage estimates ``A_0 .. A_{T-1}`` of a real rollout: ``[T, ...]``
+    (Schulman et al. 2016, arXiv 1506.02438)::
+
+        delta_t = r_t + gamma * (1 - terminated_t) * V(o_{t+1}) - V(o_t)
+        A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1},   A_T = 0
+
+    ``next_value`` is the value of each step's own next observation (the final frame of an
+    episode cut by the time limit is bootstrapped; a termination is not), and ``done``
+    (terminated or truncated) stops the sum at every episode end, so episodes that go on
+    after the rollout's last step are bootstrapped through ``next_value`` there.
+
+    Args:
+        reward, value, next_value: ``[T, ...]``.
+        terminated, done: ``[T, ...]``, bool or 0/1.
+        discount: gamma; lambda_: GAE's lambda (1: Monte-Carlo advantages, 0: one-step TD).
+    """
+    keep = 1.0 - terminated.to(reward.dtype)
+    go_on = 1.0 - done.to(reward.dtype)
+    delta = reward + discount * keep * next_value - value  # [T, ...]
+    out = []
+    last = torch.zeros_like(reward[0])
+    for t in range(reward.shape[0] - 1, -1, -1):
+        last = delta[t] + discount * lambda_ * go_on[t] * last
+        out.append(last)
+    return torch.stack(out[::-1])
