@@ -131,6 +131,9 @@ class TrackingConfig:
     """MLflow experiment name."""
     log_every: int = 50
     """Log training metrics every this many updates."""
+    parent: Optional[str] = None
+    """Id of an MLflow run this run is nested under (tag ``mlflow.parentRunId``); a sweep
+    sets it for each of its runs."""
 
 
 @dataclass
