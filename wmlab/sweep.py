@@ -95,19 +95,19 @@ class Spec:
 # --- parsing and checking the command ----------------------------------------------------------
 
 
-def split_list(text: Optional[str], what: str) -> list[str]:
+def split_list(text: Optional[str], what: str, *, unique: bool = True) -> list[str]:
     """``"a,b"`` -> ``["a", "b"]``; an empty item or one given twice is a :class:`ConfigError`."""
     items = [x.strip() for x in (text or "").split(",")]
     if not text or any(not x for x in items):
         raise ConfigError(f"{what} must be a comma-separated list without empty items, got {text!r}")
     twice = sorted({x for x in items if items.count(x) > 1})
-    if twice:
+    if twice and unique:
         raise ConfigError(f"{what} {', '.join(twice)} given twice in {text!r}")
     return items
 
 
 def parse_seeds(text: str) -> list[int]:
-    seeds = split_list(text, "--seeds")
+    seeds = split_list(text, "--seeds", unique=False)
     try:
         values = [int(s) for s in seeds]
     except ValueError:
@@ -148,6 +148,7 @@ def check(spec: Spec):
     experiment and checkpoint folder every run shares)."""
     from wmlab import plugin_index, registry
     from wmlab.config import compose
+    from wmlab.envs import split_family
 
     pairs = list(itertools.product(spec.methods, spec.envs))
     early = {}
@@ -159,6 +160,8 @@ def check(spec: Spec):
         cfg = early[method, env]
         if cfg is None:  # a plugin the index does not know yet: compose with it imported
             cls, _ = registry.load_method(method)
+            family, task = split_family(env)
+            registry.load_env_family(family)[0].validate(task)
             cfg = compose(method, cls, env, presets=spec.presets, files=spec.configs, overrides=spec.overrides)
         where = (cfg.tracking.uri, cfg.tracking.experiment, cfg.checkpoint.dir)
         if shared is None:
