@@ -123,7 +123,7 @@ def test_four_runs_at_once_and_an_eval_write_every_metric_then_the_sweep_resumes
     again = cli(tmp_path, *args)
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0, out
-    assert out.count("finished before") == 4 and "] start" not in out
+    assert out.count("] finished before") == 4 and "] start" not in out
     # a run that stopped (here: marked KILLED) resumes from its checkpoint, by the sweep's name
     stopped = children[next(iter(children))]
     client.set_terminated(stopped.info.run_id, "KILLED")
@@ -131,7 +131,7 @@ def test_four_runs_at_once_and_an_eval_write_every_metric_then_the_sweep_resumes
     resumed = cli(tmp_path, "fit", "--resume", name)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
-    assert out.count("finished before") == 3 and out.count(f"resume run {stopped.info.run_name}") == 1
+    assert out.count("] finished before") == 3 and out.count(f"resume run {stopped.info.run_name}") == 1
     assert client.get_run(stopped.info.run_id).info.status == "FINISHED"
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
     history = client.get_metric_history(stopped.info.run_id, "eval/episode_return")

@@ -136,8 +136,9 @@ def select_runs(client: "MlflowClient", sel: Selection) -> list:
                                          r.data.tags.get("wmlab.seed", ""), r.info.start_time or 0))
 
 
-def read_curves(client: "MlflowClient", runs: list, out=sys.stderr) -> list[RunCurve]:
+def read_curves(client: "MlflowClient", runs: list, out=None) -> list[RunCurve]:
     """Each run's ``eval/episode_return`` history (one value per env step: the last logged)."""
+    out = out or sys.stderr
     curves, missing = [], []
     for i, run in enumerate(runs, 1):
         history = client.get_metric_history(run.info.run_id, METRIC)
@@ -248,11 +249,12 @@ class Aggregates:
     poi_cis: dict = field(default_factory=dict)  # "X,Y" -> [2]
 
 
-def aggregate(matrices: dict[str, np.ndarray], reps: int, seed: int, out=sys.stderr) -> Aggregates:
+def aggregate(matrices: dict[str, np.ndarray], reps: int, seed: int, out=None) -> Aggregates:
     """IQM, median, mean with stratified bootstrap CIs, and the probability of improvement
     of every ordered pair of methods, by ``rliable``."""
     import warnings
 
+    out = out or sys.stderr
     with warnings.catch_warnings():  # arch's note that RandomState is deprecated
         warnings.simplefilter("ignore", FutureWarning)
         return _aggregate(matrices, reps, seed, out)
@@ -275,9 +277,11 @@ def _aggregate(matrices: dict[str, np.ndarray], reps: int, seed: int, out) -> Ag
     pairs = {f"{x},{y}": (matrices[x], matrices[y]) for x in methods for y in methods if x != y}
     if pairs:
         print(f"compare: bootstrapping the probability of improvement of {len(pairs)} pairs", file=out, flush=True)
-        agg.poi, agg.poi_cis = rly.get_interval_estimates(pairs, metrics.probability_of_improvement,
-                                                          reps=reps, confidence_interval_size=CONFIDENCE,
-                                                          random_state=np.random.RandomState(seed + 1))
+        points, cis = rly.get_interval_estimates(pairs, metrics.probability_of_improvement,
+                                                 reps=reps, confidence_interval_size=CONFIDENCE,
+                                                 random_state=np.random.RandomState(seed + 1))
+        agg.poi = {k: float(np.ravel(v)[0]) for k, v in points.items()}
+        agg.poi_cis = {k: np.ravel(v) for k, v in cis.items()}
     return agg
 
 
@@ -461,7 +465,8 @@ def log_comparison(client: "MlflowClient", sel: Selection, folder: Path, agg: Op
     return f"mlflow: comparison run {run_id} ({name}, {where})"
 
 
-def run_compare(args, out=sys.stderr) -> int:
+def run_compare(args, out=None) -> int:
+    out = out or sys.stderr
     from wmlab import preflight
     from wmlab.sweep import split_list
     from wmlab.tracking import client_for

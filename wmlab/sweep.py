@@ -257,10 +257,10 @@ class _Job:
 class Sweep:
     """Runs a :class:`Spec`'s cells as ``wmlab fit`` subprocesses under one MLflow run."""
 
-    def __init__(self, spec: Spec, name: str, cfg, *, jobs: int = 1, named: bool = False, out=sys.stderr):
+    def __init__(self, spec: Spec, name: str, cfg, *, jobs: int = 1, named: bool = False, out=None):
         from wmlab.tracking import client_for, experiment_id
 
-        self.spec, self.name, self.jobs, self.out = spec, name, max(1, int(jobs)), out
+        self.spec, self.name, self.jobs, self.out = spec, name, max(1, int(jobs)), out or sys.stderr
         self.client = client_for(cfg.tracking.uri)
         self.uri = self.client.tracking_uri
         exp_id = experiment_id(self.client, cfg.tracking.experiment)
