@@ -3,13 +3,15 @@ bands, rliable's aggregates, outputs on disk and in MLflow, bad input."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from mlflow.entities import Metric
 
 from wmlab.cli import main
 from wmlab.compare import bootstrap_band, common_grid, RunCurve
-from wmlab.tracking import client_for, experiment_id
+from wmlab.tracking import LOCAL_STORE_DIR, client_for, experiment_id, local_store_uri
 from wmlab.tracking.run import KIND_TAG, SWEEP_TAG
 
 STEPS = [100, 200, 300]
@@ -25,10 +27,11 @@ def add_run(client, exp, method, env, seed, returns, *, tags=None, status="FINIS
     return run.info.run_id
 
 
-@pytest.fixture
-def store():
-    """Two methods on two envs, 3 seeds each: `good` beats `bad` in every run."""
-    client = client_for(None)
+@pytest.fixture(scope="session")
+def _template(tmp_path_factory):
+    """Two methods on two envs, 3 seeds each: `good` beats `bad` in every run (made once)."""
+    root = tmp_path_factory.mktemp("compare-store")
+    client = client_for(local_store_uri(root))
     exp = experiment_id(client, "wmlab")
     for env, scale in (("cartpole-swingup", 1.0), ("walker-walk", 3.0)):
         for seed in (1, 2, 3):
@@ -40,7 +43,14 @@ def store():
     add_run(client, exp, "good", "cartpole-swingup", 9, [0, 0, 0], status="KILLED")
     add_run(client, exp, "good", "cartpole-swingup", 8, [0], tags={"wmlab.evaluates": "x"})
     client.create_run(exp, run_name="s1", tags={SWEEP_TAG: "s1", KIND_TAG: "sweep"})
-    return client
+    return root / LOCAL_STORE_DIR
+
+
+@pytest.fixture
+def store(_template, tmp_path):
+    """A copy of the template store as this test's ./mlflow/."""
+    shutil.copytree(_template, tmp_path / LOCAL_STORE_DIR)
+    return client_for(None)
 
 
 def read_table(text: str, header: str) -> list[list[str]]:
