@@ -1,4 +1,4 @@
-"""The ``wmlab`` command: fit, eval, config, list, ui.
+"""The ``wmlab`` command: fit (one run or a sweep), eval, compare, config, list, ui, server.
 
 Errors in the user's input (an unknown method or env, a bad override, a missing
 renderer, an unreadable checkpoint, an unwritable folder, an unreachable tracking
@@ -30,6 +30,7 @@ examples:
   wmlab compare --sweep <sweep name> --out comparison/
   wmlab list
   wmlab ui --port 5001
+  wmlab server --port 5005        # then: MLFLOW_TRACKING_URI=http://127.0.0.1:5005 wmlab fit ...
 """
 
 
@@ -94,12 +95,27 @@ def parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1",
                     help="interface to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    srv = sub.add_parser("server", help="run an MLflow tracking server on wmlab's store for "
+                         "other processes and machines")
+    srv.add_argument("--port", type=int, default=5000)
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="interface to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    srv.add_argument("--backend-store-uri", metavar="URI", default=None,
+                     help="the database: default the local store ./mlflow/mlflow.db (SQLite), "
+                          "or a database URL, e.g. postgresql://user:password@host/mlflow")
+    srv.add_argument("--artifacts-destination", metavar="PATH_OR_URI", default=None,
+                     help="where the server keeps artifacts (default: artifacts/ beside the SQLite "
+                          "database, else ./mlflow/artifacts)")
+    srv.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    srv.add_argument("--allowed-hosts", metavar="HOSTS", default=None,
+                     help="Host headers the server accepts beyond localhost and private addresses "
+                          "(MLflow's --allowed-hosts)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command != "ui":  # before anything imports mujoco (torchrl does)
+    if args.command not in ("ui", "server"):  # before anything imports mujoco (torchrl does)
         from wmlab import gl
 
         gl.prepare()
@@ -166,6 +182,14 @@ def cmd_compare(args) -> int:
     from wmlab.compare import run_compare
 
     return run_compare(args)
+
+
+def cmd_server(args) -> int:
+    from wmlab.tracking.server import server
+
+    return server(args.backend_store_uri, port=args.port, host=args.host,
+                  artifacts=args.artifacts_destination, workers=args.workers,
+                  allowed_hosts=args.allowed_hosts)
 
 
 def cmd_ui(args) -> int:
@@ -468,7 +492,7 @@ def _evaluate(cfg, state: dict, ckpt: Path, cls, plugin, *, render_size: int | N
 
 
 COMMANDS = {"fit": cmd_fit, "config": cmd_config, "list": cmd_list, "ui": cmd_ui, "eval": cmd_eval,
-            "compare": cmd_compare}
+            "compare": cmd_compare, "server": cmd_server}
 
 if __name__ == "__main__":
     sys.exit(main())
