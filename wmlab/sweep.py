@@ -296,8 +296,10 @@ class Sweep:
         log = self.logs / f"{cell.slug}.log"
         with open(log, "ab") as f:
             f.write(f"$ {' '.join(cmd[1:])}\n".encode())
+            # a session of its own: Ctrl-C in the terminal reaches the sweep alone, which passes
+            # one SIGTERM on to each run (a second signal would stop a run without a checkpoint)
             proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self._env())
+                                    env=self._env(), start_new_session=True)
         what = f"resume run {previous.info.run_name}" if resumed else "start"
         self.say(f"[{number}/{len(self.cells)}] {what}: {cell} (log {log})")
         return _Job(cell, number, proc, log, time.monotonic(), resumed)
