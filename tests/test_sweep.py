@@ -136,3 +136,27 @@ def test_four_runs_at_once_and_an_eval_write_every_metric_then_the_sweep_resumes
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
     history = client.get_metric_history(stopped.info.run_id, "eval/episode_return")
     assert sorted(m.step for m in history) == [100, 200]  # the resumed run logged nothing twice
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_sweep_with_checkpoints_and_marks_it_killed(tmp_path):
+    """SIGTERM to the sweep: each run under way gets one SIGTERM, stops at its next safe point
+    with a checkpoint and is KILLED, as is the sweep's run; the exit status is 130."""
+    import signal
+
+    sweep = cli(tmp_path, "fit", "--method", "tdmpc", "--env", ENV, "--seeds", "1,2", "--jobs", "2",
+                "--sweep", "stopped", *TINY[:-1], "run.steps=100000")
+    deadline = time.monotonic() + 600
+    while len(list(tmp_path.glob("checkpoints/*/latest"))) < 2 and time.monotonic() < deadline:
+        assert sweep.poll() is None, sweep.communicate()[0]
+        time.sleep(0.2)
+    sweep.send_signal(signal.SIGTERM)
+    out, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 130, out
+    assert "continue with: wmlab fit --resume stopped" in out and "Traceback" not in out
+    client = mlflow.MlflowClient(tracking_uri(None))
+    parent = find_parent(client, "stopped")
+    assert parent.info.status == "KILLED"
+    children = child_runs(client, parent)
+    assert len(children) == 2 and all(r.info.status == "KILLED" for r in children.values())
+    assert all((Path(r.data.tags["wmlab.checkpoint_dir"]) / "latest").exists() for r in children.values())
