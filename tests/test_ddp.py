@@ -36,8 +36,7 @@ def test_two_ranks_on_cpu_fit_and_resume(tmp_path):
         return [m.step for m in client.get_metric_history(run.info.run_id, key)]
 
     assert steps("eval/episode_return") == [100, 200]
-    assert sorted(p.name for p in (tmp_path / "checkpoints" / run.info.run_id).iterdir()) == [
-        "latest", "step-0000000100", "step-0000000200"]
+    assert (tmp_path / "checkpoints" / run.info.run_id / "step-0000000200").is_dir()
     again = fit(tmp_path, "--resume", run.info.run_id, "run.steps=400")
     assert again.returncode == 0, again.stderr[-3000:]
     assert client.get_run(run.info.run_id).info.status == "FINISHED"

@@ -225,7 +225,7 @@ def make_trainer(cfg: DictConfig, callbacks: list[Callback], logger) -> L.Traine
     try:
         return L.Trainer(
             accelerator=cfg.run.accelerator, devices=cfg.run.devices, precision=cfg.run.precision,
-            strategy=_strategy(cfg.run.strategy), max_epochs=1, logger=logger, callbacks=callbacks,
+            strategy=_strategy(cfg.run.strategy), num_nodes=cfg.run.nodes, max_epochs=1, logger=logger, callbacks=callbacks,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             log_every_n_steps=cfg.tracking.log_every, num_sanity_val_steps=0, limit_val_batches=0,
             use_distributed_sampler=False, default_root_dir=cfg.checkpoint.dir,
