@@ -1,4 +1,4 @@
-"""The ``wmlab`` command: fit, eval, config, list, ui.
+"""The ``wmlab`` command: fit (one run or a sweep), eval, compare, config, list, ui, server.
 
 Errors in the user's input (an unknown method or env, a bad override, a missing
 renderer, an unreadable checkpoint, an unwritable folder, an unreachable tracking
@@ -24,10 +24,13 @@ examples:
   wmlab fit --method tdmpc --env cheetah-run
   wmlab fit --method tdmpc --env walker-walk --preset debug run.steps=2000 method.lr=3e-4
   wmlab fit --resume <mlflow run id or checkpoint folder> run.steps=1000000
+  wmlab fit --method tdmpc,dreamer --env cartpole-swingup,walker-walk --seeds 1,2,3 --jobs 2
   wmlab eval --checkpoint checkpoints/<run id> --episodes 10
   wmlab config --method tdmpc --env cartpole-swingup
+  wmlab compare --sweep <sweep name> --out comparison/
   wmlab list
   wmlab ui --port 5001
+  wmlab server --port 5005        # then: MLFLOW_TRACKING_URI=http://127.0.0.1:5005 wmlab fit ...
 """
 
 
@@ -50,7 +53,14 @@ def parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="train a method on an env")
     _composition_args(fit, required=False)
     fit.add_argument("--resume", metavar="RUN_OR_CHECKPOINT",
-                     help="continue a run: an MLflow run id or name, or a checkpoint folder")
+                     help="continue a run: an MLflow run id or name, or a checkpoint folder; "
+                          "or a sweep by its name")
+    fit.add_argument("--seeds", metavar="S1,S2,...",
+                     help="a sweep over these seeds (with comma lists in --method/--env: the grid)")
+    fit.add_argument("--jobs", type=int, default=None, metavar="N",
+                     help="runs of a sweep at once, each a process (default 1)")
+    fit.add_argument("--sweep", metavar="NAME",
+                     help="name of the sweep (default: made from the grid and the command)")
     cfg = sub.add_parser("config", help="print the resolved config")
     _composition_args(cfg)
     ev = sub.add_parser("eval", help="evaluate a checkpoint and record a video")
@@ -64,17 +74,48 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-video", action="store_true", help="do not record a video")
     ev.add_argument("--no-mlflow", action="store_true",
                     help="do not log the result as an MLflow run (by default a child of the evaluated run)")
+    cmp = sub.add_parser("compare", help="compare methods over seeds and envs (curves, IQM, "
+                         "bootstrap intervals)")
+    cmp.add_argument("--sweep", metavar="NAME", help="the runs of this sweep")
+    cmp.add_argument("--experiment", metavar="NAME", help="the runs of this MLflow experiment")
+    cmp.add_argument("--method", metavar="M1,M2", help="only these methods")
+    cmp.add_argument("--env", metavar="E1,E2", help="only these envs")
+    cmp.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                     help="only runs with this MLflow tag (repeatable)")
+    cmp.add_argument("--out", default="comparison", metavar="DIR",
+                     help="folder for the plots and tables (default ./comparison)")
+    cmp.add_argument("--normalize", default="minmax", metavar="minmax|none|FILE.yaml",
+                     help="scores per env: minmax over the compared runs (default), none, or a YAML "
+                          "file 'ENV: {min: LOW, max: HIGH}'")
+    cmp.add_argument("--reps", type=int, default=2000, help="bootstrap samples (default 2000)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    cmp.add_argument("--no-mlflow", action="store_true", help="do not log a comparison run")
     sub.add_parser("list", help="list methods and env families with their versions")
     ui = sub.add_parser("ui", help="open the MLflow UI on wmlab's store")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1",
                     help="interface to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    srv = sub.add_parser("server", help="run an MLflow tracking server on wmlab's store for "
+                         "other processes and machines")
+    srv.add_argument("--port", type=int, default=5000)
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="interface to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    srv.add_argument("--backend-store-uri", metavar="URI", default=None,
+                     help="the database: default the local store ./mlflow/mlflow.db (SQLite), "
+                          "or a database URL, e.g. postgresql://user:password@host/mlflow")
+    srv.add_argument("--artifacts-destination", metavar="PATH_OR_URI", default=None,
+                     help="where the server keeps artifacts (default: artifacts/ beside the SQLite "
+                          "database, else ./mlflow/artifacts)")
+    srv.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    srv.add_argument("--allowed-hosts", metavar="HOSTS", default=None,
+                     help="Host headers the server accepts beyond localhost and private addresses "
+                          "(MLflow's --allowed-hosts)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command != "ui":  # before anything imports mujoco (torchrl does)
+    if args.command not in ("ui", "server"):  # before anything imports mujoco (torchrl does)
         from wmlab import gl
 
         gl.prepare()
@@ -137,6 +178,20 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from wmlab.compare import run_compare
+
+    return run_compare(args)
+
+
+def cmd_server(args) -> int:
+    from wmlab.tracking.server import server
+
+    return server(args.backend_store_uri, port=args.port, host=args.host,
+                  artifacts=args.artifacts_destination, workers=args.workers,
+                  allowed_hosts=args.allowed_hosts)
+
+
 def cmd_ui(args) -> int:
     from wmlab.tracking.server import ui
 
@@ -176,6 +231,16 @@ def _find_run(ref: str):
         lines = "\n".join(f"  {describe(client, r)}" for r in runs)
         raise WmlabError(f"{len(runs)} MLflow runs are named {ref!r}; give the id of one:\n{lines}")
     return runs[0]
+
+
+def _sweep_run(ref: str):
+    """The sweep's run ``ref`` names, if ``ref`` is a sweep of the store."""
+    uri, _ = _lookup_store()
+    if uri is None:
+        return None
+    from wmlab.sweep import sweep_named
+
+    return sweep_named(ref, uri)
 
 
 def _resume_source(ref: str):
@@ -218,6 +283,16 @@ def cmd_fit(args) -> int:
     from wmlab.config import compose
     from wmlab.errors import ConfigError
 
+    from wmlab import sweep
+
+    if args.resume and not Path(args.resume).exists():
+        parent = _sweep_run(args.resume)
+        if parent is not None:
+            return sweep.resume_sweep(parent, args)
+    if args.resume and (args.seeds or args.sweep):
+        raise ConfigError("--resume continues one run or one sweep; drop --seeds/--sweep")
+    if not args.resume and sweep.is_sweep(args):
+        return sweep.fit_sweep(args)
     resume = None
     if args.resume:
         ckpt, state = _resume_source(args.resume)
@@ -416,7 +491,8 @@ def _evaluate(cfg, state: dict, ckpt: Path, cls, plugin, *, render_size: int | N
                                    render=render, metrics=loop.eval_metrics(run)), cfg.run.seed)
 
 
-COMMANDS = {"fit": cmd_fit, "config": cmd_config, "list": cmd_list, "ui": cmd_ui, "eval": cmd_eval}
+COMMANDS = {"fit": cmd_fit, "config": cmd_config, "list": cmd_list, "ui": cmd_ui, "eval": cmd_eval,
+            "compare": cmd_compare, "server": cmd_server}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -52,6 +52,8 @@ class RunConfig:
     """Lightning precision: 32-true, bf16-mixed, 16-mixed."""
     strategy: str = "auto"
     """Lightning strategy, e.g. ddp (each rank collects with its own seed and buffer)."""
+    nodes: int = 1
+    """Lightning ``num_nodes``: machines of a DDP run, each running ``devices`` ranks."""
     threads: int = 0
     """torch intra-op threads; 0 keeps torch's default (every core, or ``$OMP_NUM_THREADS``)."""
     envs: int = 1
@@ -131,6 +133,9 @@ class TrackingConfig:
     """MLflow experiment name."""
     log_every: int = 50
     """Log training metrics every this many updates."""
+    parent: Optional[str] = None
+    """Id of an MLflow run this run is nested under (tag ``mlflow.parentRunId``); a sweep
+    sets it for each of its runs."""
 
 
 @dataclass

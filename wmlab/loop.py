@@ -209,11 +209,23 @@ def check_stages(method: Method, specs: EnvSpecs) -> None:
                               f"(it provides: {', '.join(sorted(provided))})")
 
 
+def _strategy(name: str):
+    """Lightning's strategy for ``run.strategy``. ``ddp`` looks for parameters a backward pass
+    left without gradient: methods with several optimizers (manual optimization) run one
+    backward per loss, each touching part of the model (tdmpc's policy loss leaves the
+    world model out), which plain DDP refuses at its first update."""
+    if name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=True)
+    return name
+
+
 def make_trainer(cfg: DictConfig, callbacks: list[Callback], logger) -> L.Trainer:
     try:
         return L.Trainer(
             accelerator=cfg.run.accelerator, devices=cfg.run.devices, precision=cfg.run.precision,
-            strategy=cfg.run.strategy, max_epochs=1, logger=logger, callbacks=callbacks,
+            strategy=_strategy(cfg.run.strategy), num_nodes=cfg.run.nodes, max_epochs=1, logger=logger, callbacks=callbacks,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             log_every_n_steps=cfg.tracking.log_every, num_sanity_val_steps=0, limit_val_batches=0,
             use_distributed_sampler=False, default_root_dir=cfg.checkpoint.dir,

@@ -21,7 +21,7 @@ is env steps, also for what Lightning logs (see :class:`MlflowEnvStepLogger`).
 Modules: :mod:`~wmlab.tracking.store` (stores, clients, experiments, run lookup),
 :mod:`~wmlab.tracking.run` (:class:`Tracker`, :class:`NullTracker`),
 :mod:`~wmlab.tracking.logger` (the Lightning logger; imported on first use, so that
-``wmlab ui`` does not import Lightning and torch), :mod:`~wmlab.tracking.server` (``ui``).
+``wmlab ui`` does not import Lightning and torch), :mod:`~wmlab.tracking.server` (``ui``, ``server``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from wmlab.tracking.run import TERMINAL_STATUSES, NullTracker, Tracker, git_revision
-from wmlab.tracking.server import ui, ui_command
+from wmlab.tracking.server import server, server_command, ui, ui_command
 from wmlab.tracking.store import (
     ARTIFACTS_DIR,
     LOCAL_DB_NAME,
@@ -50,7 +50,7 @@ __all__ = [
     "ARTIFACTS_DIR", "LOCAL_DB_NAME", "LOCAL_STORE_DIR", "TERMINAL_STATUSES",
     "MlflowEnvStepLogger", "NullTracker", "Tracker",
     "artifact_root", "client_for", "experiment_id", "find_run", "git_revision",
-    "local_store_uri", "sqlite_path", "tracking_uri", "ui", "ui_command",
+    "local_store_uri", "server", "server_command", "sqlite_path", "tracking_uri", "ui", "ui_command",
 ]
 
 

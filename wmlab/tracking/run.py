@@ -138,6 +138,30 @@ def _status_for(exc: Optional[BaseException]) -> str:
     return "FAILED"
 
 
+def _parent_tags(client: "MlflowClient", parent_id: Optional[str], exp_id: str) -> dict[str, str]:
+    """Tags nesting a new run under ``parent_id`` (``tracking.parent``): ``mlflow.parentRunId``,
+    and the parent's sweep name (``wmlab.sweep``) if it is a sweep. The parent must be an active
+    run of the same experiment (the MLflow UI nests runs within one experiment)."""
+    from wmlab.errors import WmlabError
+
+    if not parent_id:
+        return {}
+    parent = store.get_run(client, str(parent_id))
+    if parent.info.experiment_id != exp_id:
+        raise WmlabError(f"tracking.parent {parent_id} is a run of another experiment; a nested run "
+                         f"must be in its parent's experiment")
+    tags = {"mlflow.parentRunId": parent.info.run_id}
+    if parent.data.tags.get(SWEEP_TAG):
+        tags[SWEEP_TAG] = parent.data.tags[SWEEP_TAG]
+    return tags
+
+
+#: tag naming the sweep a run belongs to (on the sweep's parent run and on each of its runs)
+SWEEP_TAG = "wmlab.sweep"
+#: tag saying what a run that is no training run is: ``sweep`` (a sweep's parent), ``compare``
+KIND_TAG = "wmlab.kind"
+
+
 class Tracker:
     """One MLflow run, owned through its own client. Create it with :meth:`start`.
 
@@ -225,6 +249,8 @@ class Tracker:
         exp_id = store.experiment_id(client, experiment)
         from wmlab.tracking.lookup import unique_run_name
 
+        nesting = _parent_tags(client, _select(cfg, "tracking.parent"), exp_id)
+
         name = unique_run_name(client, exp_id, _select(cfg, "run.name"), f"{method}-{env}-s{seed}")
         tags = {
             "mlflow.runName": name,
@@ -237,6 +263,7 @@ class Tracker:
             "wmlab.plugin_version": plugin_version,
             "wmlab.version": _wmlab_version(),
             **store.owner_tags(),
+            **nesting,
         }
         with contextlib.suppress(Exception):
             import getpass

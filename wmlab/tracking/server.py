@@ -1,4 +1,5 @@
-"""``wmlab ui``: the MLflow UI (``mlflow server``) on a store, in the foreground."""
+"""``wmlab ui`` (the MLflow UI on a store) and ``wmlab server`` (a tracking server that runs
+on other machines and processes log to), each ``mlflow server`` in the foreground."""
 
 from __future__ import annotations
 
@@ -68,6 +69,66 @@ def ui_command(store_uri: str | None, port: int = 5000,
     return cmd, env
 
 
+def server_command(store_uri: str | None, port: int = 5000, host: str = DEFAULT_HOST, *,
+                   artifacts: str | None = None, workers: int = 1,
+                   allowed_hosts: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow server`` command line and environment :func:`server` runs.
+
+    The backend store is ``store_uri`` (resolved like :func:`tracking_uri`: the local SQLite
+    store ``./mlflow/mlflow.db`` by default, or a database URL such as
+    ``postgresql://user@host/db``). The server proxies artifacts (``--serve-artifacts``):
+    clients upload and download them through it, and it keeps them under ``artifacts``
+    (default: the store's ``artifacts/`` folder for a SQLite store, ``./mlflow/artifacts``
+    otherwise)."""
+    uri = tracking_uri(store_uri)
+    if uri.startswith(("http://", "https://")):
+        raise WmlabError(f"the store {uri} is a tracking server already; give a database "
+                         f"(--backend-store-uri sqlite:///PATH or a database URL)")
+    if artifacts is None:
+        root = artifact_root(uri)
+        artifacts = root if root is not None else (Path.cwd() / "mlflow" / "artifacts").as_uri()
+    elif "://" not in artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        artifacts = Path(artifacts).resolve().as_uri()
+    cmd = _mlflow_command() + [
+        "server",
+        "--backend-store-uri", uri,
+        "--host", str(host),
+        "--port", str(int(port)),
+        "--workers", str(int(workers)),
+        "--serve-artifacts",
+        "--artifacts-destination", artifacts,
+    ]
+    if allowed_hosts:
+        cmd += ["--allowed-hosts", allowed_hosts]
+    env = dict(os.environ)
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return cmd, env
+
+
+def server(store_uri: str | None, port: int = 5000, host: str = DEFAULT_HOST, *,
+           artifacts: str | None = None, workers: int = 1, allowed_hosts: str | None = None) -> int:
+    """Run an MLflow tracking server on ``store_uri`` in the foreground until Ctrl+C or
+    SIGTERM; returns its exit code. Runs reach it with ``MLFLOW_TRACKING_URI=http://HOST:PORT``.
+    A port in use is a :class:`WmlabError`."""
+    if workers < 1:
+        raise WmlabError(f"--workers must be at least 1, got {workers}")
+    check_port(host, port)
+    uri = tracking_uri(store_uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        client_for(uri)  # create the store (tables, Default experiment) before the server does
+    cmd, env = server_command(uri, port, host, artifacts=artifacts, workers=workers,
+                              allowed_hosts=allowed_hosts)
+    shown = f"[{host}]" if ":" in host else host
+    reach = "localhost" if host in ("0.0.0.0", "::") else shown
+    print(f"MLflow tracking server on http://{shown}:{port} (store {uri}; artifacts "
+          f"{cmd[cmd.index('--artifacts-destination') + 1]}); runs log to it with "
+          f"MLFLOW_TRACKING_URI=http://{reach}:{port}; Ctrl+C stops it", flush=True)
+    return _foreground(cmd, env)
+
+
 def ui(store_uri: str | None, port: int = 5000, host: str = DEFAULT_HOST) -> int:
     """Serve the MLflow UI on the store ``store_uri`` (resolved like :func:`tracking_uri`).
 
@@ -88,6 +149,11 @@ def ui(store_uri: str | None, port: int = 5000, host: str = DEFAULT_HOST) -> int
     cmd, env = ui_command(uri, port, host)
     shown = f"[{host}]" if ":" in host else host
     print(f"MLflow UI on http://{shown}:{port} (store {uri}); Ctrl+C stops it", flush=True)
+    return _foreground(cmd, env)
+
+
+def _foreground(cmd: list[str], env: dict[str, str]) -> int:
+    """Run ``cmd`` until it ends, Ctrl+C or SIGTERM (passed on to it); its exit code."""
     proc = subprocess.Popen(cmd, env=env)
     previous = None
     if threading.current_thread() is threading.main_thread():
