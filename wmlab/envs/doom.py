@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import glob
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +53,8 @@ from torchrl.envs import InitTracker, TransformedEnv
 
 from wmlab.api import EnvSpecs
 from wmlab.envs import EnvFamily, base_env, check_frames, step_rate, unknown_name_message
-from wmlab.envs.gym import (GymnasiumTorchEnv, OneHotActions, image_entry, resize_frame,
-                            torch_env_specs)
+from wmlab.envs.gym import (GymnasiumTorchEnv, OneHotActions, crop_bottom, image_entry,
+                            resize_frame, torch_env_specs)
 from wmlab.errors import EnvError
 
 __all__ = ["Doom", "DoomConfig", "DoomGymEnv", "crop_bottom"]
@@ -75,14 +76,6 @@ def scenario_files() -> dict[str, str]:
     vizdoom = _import_vizdoom()
     paths = glob.glob(os.path.join(vizdoom.scenarios_path, "*.cfg"))
     return {os.path.basename(p)[:-4].replace("_", "-"): p for p in sorted(paths)}
-
-
-def crop_bottom(frame: np.ndarray, fraction: float) -> np.ndarray:
-    """``frame`` ``[H, W, C]`` without its bottom ``fraction`` of rows (at least one row
-    stays)."""
-    h = frame.shape[0]
-    keep = max(1, h - int(round(h * float(fraction))))
-    return frame[:keep]
 
 
 @dataclass
@@ -109,6 +102,8 @@ class DoomGymEnv:
         self._gymnasium = gymnasium
         game = vizdoom.DoomGame()
         game.load_config(path)
+        # (ViZDoom writes its engine settings to _vizdoom.ini in the working folder otherwise)
+        game.set_doom_config_path(os.path.join(tempfile.gettempdir(), "wmlab-vizdoom.ini"))
         game.set_window_visible(False)
         game.set_sound_enabled(False)
         game.set_screen_resolution(vizdoom.ScreenResolution.RES_160X120)
@@ -164,7 +159,7 @@ class _TorchDoom(GymnasiumTorchEnv):
 
     def __init__(self, env: DoomGymEnv, *, name: str, repeat: int, policy_steps: int,
                  image_size: int, crop: float):
-        frames = image_entry(image_size, False, lambda raw, e: crop_bottom(raw, crop))
+        frames = image_entry(image_size, False, lambda raw, e: raw, crop=crop)
         super().__init__(env, name=name, repeat=repeat, policy_steps=policy_steps,
                          entries={"observation": frames}, actions=OneHotActions(env.action_space.n))
 
@@ -187,8 +182,7 @@ class Doom(EnvFamily):
         tasks = self.tasks()
         if name in tasks:
             return name
-        msg = unknown_name_message(name, tasks, what="Doom scenario")
-        raise EnvError(f"{msg}; scenarios: {', '.join(tasks)}")
+        raise EnvError(unknown_name_message(name, tasks, what="doom task", listing=30))
 
     def make(self, name: str, cfg: Any, *, seed: int) -> TransformedEnv:
         """Build the torchrl env of scenario ``name`` (see the module docstring)."""

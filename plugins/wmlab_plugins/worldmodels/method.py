@@ -50,9 +50,9 @@ class WorldModels(Method):
         "debug": {"method": {"z_dim": 4, "vae_depth": 4, "vae_batch": 8, "vae_updates": 3,
                              "rnn_hidden": 8, "mixtures": 2, "rnn_batch": 4, "rnn_sequence": 8,
                              "rnn_updates": 3, "population": 4, "episodes": 1, "generations": 2,
-                             "collect_steps": 300, "dream_steps": 20, "video_steps": 5,
+                             "collect_steps": 400, "dream_steps": 20, "video_steps": 5,
                              "done_head": True},
-                  "run": {"steps": 300}, "eval": {"episodes": 1}},
+                  "run": {"steps": 400}, "eval": {"episodes": 1}},
         # the CarRacing experiment [paper]
         "carracing": {"method": {"z_dim": 32, "rnn_hidden": 256, "train_in": "env",
                                  "collect_policy": "random_controller", "generations": 1800,
@@ -74,6 +74,9 @@ class WorldModels(Method):
                 "eval": {"every": 0, "episodes": 16, "video": False}},
     }
     env_presets = {
+        # any gymnasium env from 64x64 frames; CarRacing without its dashboard (rows 0:84 of 96)
+        "gym:*": {"env": {"obs": "pixels"}},
+        "gym:CarRacing-*": {"env": {"obs": "pixels", "crop_bottom": 0.125}},
         "doom:*": {"method": {"z_dim": 64, "rnn_hidden": 512, "done_head": True,
                               "temperature": 1.15, "train_in": "dream",
                               "collect_policy": "held_random"}},

@@ -56,32 +56,53 @@ class CMAES:
         return float(self.es.sigma)
 
     # --- checkpoints ----------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        """Everything a later generation depends on, as arrays and numbers."""
+    def _parts(self) -> dict[str, Any]:
+        """The objects whose attributes make up the strategy's state."""
         es = self.es
-        return {"mean": np.array(es.mean, dtype=np.float64), "sigma": float(es.sigma),
-                "C": np.array(es.sm.C, dtype=np.float64), "pc": np.array(es.pc, dtype=np.float64),
-                "ps": np.array(es.adapt_sigma.ps, dtype=np.float64),
-                "scaling": np.array(es.sigma_vec.scaling, dtype=np.float64) * np.ones(len(es.mean)),
-                "countiter": int(es.countiter), "countevals": int(es.countevals),
-                "count_tell": int(es.sm.count_tell), "last_update": int(es.sm.last_update)}
+        return {"es": es, "sm": es.sm, "sigma_adaptation": es.adapt_sigma, "sigma_vec": es.sigma_vec}
+
+    def state(self) -> dict[str, Any]:
+        """Every attribute of the strategy (and of its sampler and step-size adaptation) that
+        is a number, a numeric array or a list of those: the mean, step size, covariance and
+        its (lazily updated) eigensystem, evolution paths, counters and pending injected
+        directions; plain values, so no pickle is needed."""
+        return {name: {k: _copy(v) for k, v in vars(obj).items() if _numeric(v)}
+                for name, obj in self._parts().items()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        es = self.es
-        mean = np.asarray(state["mean"], dtype=np.float64)
-        if mean.shape != np.asarray(es.mean).shape:
+        mean = np.asarray(state["es"]["mean"])
+        if mean.shape != np.asarray(self.es.mean).shape:
             raise ConfigError(f"the checkpoint's controller search has {mean.size} parameters, "
-                              f"this config's controller {np.asarray(es.mean).size}")
-        es.mean = mean.copy()
-        es.mean_after_tell = mean.copy()
-        es.sigma = float(state["sigma"])
-        es.sm.C = np.array(state["C"], dtype=np.float64)
-        es.sm.count_tell = int(state["count_tell"])
-        es.sm.last_update = int(state["last_update"])
-        es.sm._decompose_C()
-        es.pc = np.array(state["pc"], dtype=np.float64)
-        es.adapt_sigma.ps = np.array(state["ps"], dtype=np.float64)
-        es.sigma_vec.scaling = np.array(state["scaling"], dtype=np.float64)
-        es.countiter = int(state["countiter"])
-        es.countevals = int(state["countevals"])
+                              f"this config's controller {np.asarray(self.es.mean).size}")
+        for name, obj in self._parts().items():
+            for k, v in state.get(name, {}).items():
+                setattr(obj, k, _copy(v))
+        es = self.es
+        # (the strategy keeps its own references to the sampler's covariance and eigensystem)
+        es.C, es.B, es.D = es.sm.C, es.sm.B, es.sm.D
+        if es.countiter > 0 and not hasattr(es, "timer"):  # (cma starts it at the first ask)
+            from cma.utilities import utils
+
+            es.timer = utils.ElapsedWCTime()
         self._asked = None
+
+
+def _numeric(value: Any) -> bool:
+    if isinstance(value, (bool, int, float, np.integer, np.floating)):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "biuf"
+    if type(value) is list:  # (not cma's list subclasses, which carry behaviour)
+        return all((isinstance(v, np.ndarray) and v.dtype.kind in "biuf")
+                   or isinstance(v, (bool, int, float)) for v in value)
+    return False
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.copy(order="K")  # (the memory order too: it sets how BLAS sums)
+    if type(value) is list:
+        return [v.copy(order="K") if isinstance(v, np.ndarray) else v for v in value]
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value
