@@ -227,3 +227,16 @@ def test_bad_input_on_the_command_line_is_one_line(capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "method.population=1" in err[0], err
+
+
+def test_latent_cache_gives_what_v_gives():
+    m = method()
+    frames = torch.randint(0, 256, (2, 5, 3, 64, 64), dtype=torch.uint8)
+    frames[1, 3] = frames[0, 0]  # a repeated frame is encoded once
+    with torch.no_grad():
+        mean, logvar = m.vae.encode(frames)
+    cached_mean, cached_logvar = m.cached_stats(frames)
+    assert torch.allclose(cached_mean, mean, atol=1e-5) and torch.allclose(cached_logvar, logvar, atol=1e-5)
+    assert len(m._latent_cache) == 9
+    m.on_stage_start(Stage("mdn"))  # a new stage: V may have changed
+    assert not m._latent_cache

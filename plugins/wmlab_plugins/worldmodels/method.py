@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -64,13 +66,13 @@ class WorldModels(Method):
                             "collect_policy": "held_random", "generations": 1000,
                             "collect_steps": 2_000_000},
                  "eval": {"every": 1_000_000, "episodes": 100}},
-        # Doom in the dream on a CPU (minutes): narrow V and M, a short search
-        "cpu": {"method": {"z_dim": 16, "vae_depth": 16, "vae_batch": 64, "vae_updates": 1500,
+        # Doom in the dream on a CPU (minutes): narrow V and M, little data, a short search
+        "cpu": {"method": {"z_dim": 16, "vae_depth": 16, "vae_batch": 32, "vae_updates": 800,
                            "rnn_hidden": 64, "rnn_batch": 32, "rnn_sequence": 32,
-                           "rnn_updates": 800, "done_head": True, "temperature": 1.15,
+                           "rnn_updates": 600, "done_head": True, "temperature": 1.15,
                            "train_in": "dream", "collect_policy": "held_random",
                            "population": 16, "episodes": 8, "generations": 20,
-                           "dream_steps": 1000, "collect_steps": 20_000},
+                           "dream_steps": 1000, "collect_steps": 8000},
                 "eval": {"every": 0, "episodes": 16, "video": False}},
     }
     env_presets = {
@@ -99,6 +101,8 @@ class WorldModels(Method):
         self.candidates: torch.Tensor | None = None
         self.automatic_optimization = False
         self.phase = COLLECT
+        #: V's mean and log-variance by frame digest (``cache_latents``), not checkpointed
+        self._latent_cache: dict[bytes, torch.Tensor] = {}
 
     @staticmethod
     def _check(cfg, specs: EnvSpecs) -> None:
@@ -151,6 +155,7 @@ class WorldModels(Method):
 
     def on_stage_start(self, stage: Stage) -> None:
         self.phase = stage.name
+        self._latent_cache.clear()  # (V may have changed)
         if stage.name == CONTROLLER and self.cfg.train_in == "dream" and int(self.rnn_trained) == 0:
             raise ConfigError("method.train_in=dream needs a trained M, but this run's M has had "
                               "no update (its mdn stage did not run); train it first, e.g. run "
@@ -187,18 +192,40 @@ class WorldModels(Method):
                        for k, v in terms.items()}, on_step=True, on_epoch=False,
                       batch_size=obs.shape[0])
 
-    def latents(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def latents(self, obs: torch.Tensor, *, cache: bool = False) -> tuple[torch.Tensor, ...]:
         """z sampled from the frozen V's mean and std of frames ``[..., 3, 64, 64]``, and the
-        mean and log-variance themselves."""
+        mean and log-variance themselves (from the frame cache with ``cache`` and
+        ``cache_latents``)."""
         with torch.no_grad():
-            mean, logvar = self.vae.encode(obs)
+            if cache and self.cfg.cache_latents:
+                mean, logvar = self.cached_stats(obs)
+            else:
+                mean, logvar = self.vae.encode(obs)
         return mean + (0.5 * logvar).exp() * torch.randn_like(mean), mean, logvar
+
+    def cached_stats(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """V's mean and log-variance ``[..., Z]`` of frames ``[..., 3, 64, 64]``, each distinct
+        frame encoded once (keyed by a digest of its bytes; V is a function of the frame)."""
+        flat = obs.reshape(-1, *obs.shape[-3:])
+        host = flat.cpu().numpy()
+        digests = [hashlib.blake2b(f.tobytes(), digest_size=16).digest() for f in host]
+        missing = list(dict.fromkeys(d for d in digests if d not in self._latent_cache))
+        if missing:
+            where = {d: i for i, d in enumerate(digests)}
+            idx = torch.tensor([where[d] for d in missing])
+            for part in idx.split(256):
+                mean, logvar = self.vae.encode(flat[part.to(flat.device)])
+                for j, i in enumerate(part.tolist()):
+                    self._latent_cache[digests[i]] = torch.stack([mean[j], logvar[j]])
+        stats = torch.stack([self._latent_cache[d] for d in digests])  # [N, 2, Z]
+        stats = stats.reshape(*obs.shape[:-3], 2, -1)
+        return stats[..., 0, :], stats[..., 1, :]
 
     def fit_rnn(self, batch: TensorDictBase, opt) -> None:
         """One M update on windows ``[B, L]``: row t's z and action predict row t + 1's z
         (and with the done head, whether step t ended the episode)."""
         c = self.cfg
-        z, mean, logvar = self.latents(batch.get(keys.OBSERVATION))  # [B, L, Z]
+        z, mean, logvar = self.latents(batch.get(keys.OBSERVATION), cache=True)  # [B, L, Z]
         self.remember_starts(batch.get(keys.IS_INIT).reshape(z.shape[:2]), mean, logvar)
         action = batch.get(keys.ACTION).float()  # [B, L, A]
         h = self.rnn.unroll(z[:, :-1], action[:, :-1])  # [B, L-1, H]
