@@ -76,9 +76,10 @@ class WorldModels(Method):
                 "eval": {"every": 0, "episodes": 16, "video": False}},
     }
     env_presets = {
-        # any gymnasium env from 64x64 frames; CarRacing without its dashboard (rows 0:84 of 96)
+        # any gymnasium env from 64x64 frames; CarRacing without its dashboard (rows 0:84 of
+        # 96), every frame a decision as the authors' code
         "gym:*": {"env": {"obs": "pixels"}},
-        "gym:CarRacing-*": {"env": {"obs": "pixels", "crop_bottom": 0.125}},
+        "gym:CarRacing-*": {"env": {"obs": "pixels", "crop_bottom": 0.125, "action_repeat": 1}},
         "doom:*": {"method": {"z_dim": 64, "rnn_hidden": 512, "done_head": True,
                               "temperature": 1.15, "train_in": "dream",
                               "collect_policy": "held_random"}},
