@@ -49,9 +49,9 @@ class WorldModels(Method):
     example_env = "doom:take-cover"
     presets = {
         # tiny nets and budgets: seconds on a CPU
-        "debug": {"method": {"z_dim": 4, "vae_depth": 4, "vae_batch": 8, "vae_updates": 3,
+        "debug": {"method": {"z_dim": 4, "vae_depth": 4, "vae_batch": 8, "vae_updates": 5,
                              "rnn_hidden": 8, "mixtures": 2, "rnn_batch": 4, "rnn_sequence": 8,
-                             "rnn_updates": 3, "population": 4, "episodes": 1, "generations": 2,
+                             "rnn_updates": 5, "population": 4, "episodes": 1, "generations": 2,
                              "collect_steps": 400, "dream_steps": 20, "video_steps": 5,
                              "done_head": True},
                   "run": {"steps": 400}, "eval": {"episodes": 1}},
