@@ -200,6 +200,16 @@ def test_dream_return_counts_steps_until_the_done_head_fires():
     assert fitness.shape == (m.cfg.population,)
 
 
+def test_sampled_dream_deaths_follow_the_done_head():
+    m = method(dream_done="sample", dream_steps=500)
+    m.initial_count.fill_(1)
+    with torch.no_grad():
+        m.rnn.done.weight.zero_()
+        m.rnn.done.bias.fill_(math.log(0.1 / 0.9))  # p(done) = 0.1 a step: 10 steps on average
+        returns = m.dream_returns(torch.zeros(2000, m.controller.numel()))
+    assert abs(returns.mean() - 10.0) < 0.6
+
+
 # --- bad input ---------------------------------------------------------------------------
 
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 TRAIN_IN = ("env", "dream")
 #: ``method.controller_input``: what the controller reads
 CONTROLLER_INPUTS = ("zh", "z")
+#: ``method.dream_done``: how a dream episode ends
+DREAM_DONE = ("threshold", "sample")
 #: ``method.collect_policy``: how the first stage acts
 COLLECT_POLICIES = ("random_controller", "held_random")
 
@@ -82,6 +84,11 @@ class WorldModelsConfig:
     done_weight: float = 10.0
     """Weight of an ending step in the done head's loss (ends are rare) [code:
     ``restart_factor=10``]."""
+    dream_done: str = "threshold"
+    """How a dream episode ends: ``threshold``, when the done head's probability passes 0.5
+    [code]; ``sample``, at each step with that probability (M as a generative model of
+    deaths). With little data the head rarely passes 0.5, and a dream without deaths scores
+    every candidate alike; sampling keeps the danger it has learnt [wmlab]."""
     temperature: float = 1.0
     """Temperature tau of the dream: the mixture weights' logits are divided by it and
     every Gaussian's variance multiplied by it when M samples the next z [paper: 1.15 for

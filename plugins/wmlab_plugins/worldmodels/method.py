@@ -13,7 +13,7 @@ from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy, Search, Stage
 from wmlab.errors import ConfigError
 
-from .config import COLLECT_POLICIES, CONTROLLER_INPUTS, TRAIN_IN, WorldModelsConfig
+from .config import COLLECT_POLICIES, CONTROLLER_INPUTS, DREAM_DONE, TRAIN_IN, WorldModelsConfig
 from .networks import (MDNRNN, VAE, controller_act, controller_shapes, mdn_loss,
                        sample_mixture, vae_loss)
 from .search import CMAES
@@ -108,7 +108,7 @@ class WorldModels(Method):
     @staticmethod
     def _check(cfg, specs: EnvSpecs) -> None:
         for name, valid in (("train_in", TRAIN_IN), ("controller_input", CONTROLLER_INPUTS),
-                            ("collect_policy", COLLECT_POLICIES)):
+                            ("collect_policy", COLLECT_POLICIES), ("dream_done", DREAM_DONE)):
             if getattr(cfg, name) not in valid:
                 raise ConfigError(f"method.{name}={getattr(cfg, name)!r}; valid: {', '.join(valid)}")
         if specs.obs_kind != "pixels" or tuple(specs.obs_shape) != (3, 64, 64):
@@ -301,11 +301,18 @@ class WorldModels(Method):
             state = self.rnn.step(z, action, state)
             mix, done_logit = self.rnn.heads(state[0])
             total += alive.float()
-            alive &= done_logit <= 0  # p(done) > 0.5 ends the episode
+            alive &= ~self.dream_ends(done_logit)
             if not alive.any():
                 break
             z = sample_mixture(mix, self.cfg.temperature)
         return total
+
+    def dream_ends(self, done_logit: torch.Tensor) -> torch.Tensor:
+        """Whether each dream episode ends at this step (``dream_done``): p(done) > 0.5, or a
+        draw with probability p(done)."""
+        if self.cfg.dream_done == "sample":
+            return torch.rand_like(done_logit) < torch.sigmoid(done_logit)
+        return done_logit > 0
 
     def initial_z(self, n: int) -> torch.Tensor:
         """``[n, Z]`` first z of dream rollouts: from V's stats of remembered episode starts."""
@@ -348,7 +355,7 @@ class WorldModels(Method):
                                                    self.out_dim))
             state = self.rnn.step(z, action, state)
             mix, done_logit = self.rnn.heads(state[0])
-            if done_logit is not None and bool(done_logit[0] > 0):
+            if done_logit is not None and bool(self.dream_ends(done_logit)[0]):
                 break
             z = sample_mixture(mix, self.cfg.temperature)
         return torch.stack(out)
