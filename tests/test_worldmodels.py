@@ -250,3 +250,24 @@ def test_latent_cache_gives_what_v_gives():
     assert len(m._latent_cache) == 9
     m.on_stage_start(Stage("mdn"))  # a new stage: V may have changed
     assert not m._latent_cache
+
+
+def test_a_run_logs_its_stages_videos_and_search(capsys):
+    """The debug preset end to end: V's and M's losses, the search's per-generation fitness,
+    and at the last evaluation V's reconstructions and a decoded dream as videos."""
+    import mlflow
+
+    from wmlab.tracking import tracking_uri
+
+    argv = ["fit", "--method", "worldmodels", "--env", "doom:take-cover", "--preset", "debug"]
+    assert main(argv) == 0
+    client = mlflow.MlflowClient(tracking_uri(None))
+    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
+    metrics = run.data.metrics
+    for key in ("train/loss/vae", "train/loss/vae_kl", "train/loss/mdn", "train/loss/mdn_done",
+                "search/best_fitness", "search/mean_fitness", "search/sigma", "eval/episode_return"):
+        assert key in metrics, (key, sorted(metrics))
+    generations = client.get_metric_history(run.info.run_id, "search/mean_fitness")
+    assert len(generations) == 2  # one value per generation
+    videos = {a.path for a in client.list_artifacts(run.info.run_id, "videos")}
+    assert any("vae_" in v for v in videos) and any("dream_" in v for v in videos), videos
