@@ -271,3 +271,18 @@ def test_a_run_logs_its_stages_videos_and_search(capsys):
     assert len(generations) == 2  # one value per generation
     videos = {a.path for a in client.list_artifacts(run.info.run_id, "videos")}
     assert any("vae_" in v for v in videos) and any("dream_" in v for v in videos), videos
+
+
+def test_resuming_into_the_dream_without_a_trained_m_is_one_line(capsys):
+    """A run whose M had no update (``rnn_updates=0``, controller trained in the env),
+    resumed at its controller stage with ``train_in=dream``: refused when the stage starts."""
+    import re
+
+    argv = ["fit", "--method", "worldmodels", "--env", "doom:take-cover", "--preset", "debug",
+            "method.train_in=env", "method.rnn_updates=0", "eval.every=0"]
+    assert main(argv) == 0
+    run_id = re.search(r"run ([0-9a-f]{32})", capsys.readouterr().out).group(1)
+    assert main(["fit", "--resume", run_id, "method.train_in=dream", "method.rnn_updates=5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # (the run's own line, then the error)
+    errors = [line for line in err if line.startswith("wmlab: error:")]
+    assert len(errors) == 1 and "needs a trained M" in errors[0] and err[-1] == errors[0], err
