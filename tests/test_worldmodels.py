@@ -201,6 +201,7 @@ def test_dream_return_counts_steps_until_the_done_head_fires():
 
 
 def test_sampled_dream_deaths_follow_the_done_head():
+    torch.manual_seed(0)
     m = method(dream_done="sample", dream_steps=500)
     m.initial_count.fill_(1)
     with torch.no_grad():

@@ -102,8 +102,10 @@ class DoomGymEnv:
         self._gymnasium = gymnasium
         game = vizdoom.DoomGame()
         game.load_config(path)
-        # (ViZDoom writes its engine settings to _vizdoom.ini in the working folder otherwise)
-        game.set_doom_config_path(os.path.join(tempfile.gettempdir(), "wmlab-vizdoom.ini"))
+        # ViZDoom writes its engine settings to _vizdoom.ini in the working folder otherwise;
+        # one folder per env, so envs of parallel processes never share the file
+        self._settings = tempfile.TemporaryDirectory(prefix="wmlab-vizdoom-")
+        game.set_doom_config_path(os.path.join(self._settings.name, "vizdoom.ini"))
         game.set_window_visible(False)
         game.set_sound_enabled(False)
         game.set_screen_resolution(vizdoom.ScreenResolution.RES_160X120)
@@ -152,6 +154,7 @@ class DoomGymEnv:
 
     def close(self) -> None:
         self.game.close()
+        self._settings.cleanup()
 
 
 class _TorchDoom(GymnasiumTorchEnv):
