@@ -150,9 +150,11 @@ def test_tell_passes_minus_fitness_to_cma():
     assert seen["values"] == [-1.0, -2.0, -3.0, -4.0]
 
 
-def test_search_state_survives_a_checkpoint():
+@pytest.mark.parametrize("seed", range(5))
+def test_search_state_survives_a_checkpoint(seed):
     m = method()
-    np.random.seed(3)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     for _ in range(3):
         m.ask()
         m.tell(torch.randn(m.cfg.population))
@@ -180,7 +182,7 @@ def test_search_state_survives_a_checkpoint():
         fitness = torch.randn(m.cfg.population)
         m.tell(fitness)
         clone.tell(fitness)
-    assert torch.equal(clone.controller, m.controller)
+    assert torch.equal(clone.controller, m.controller) and clone.search.sigma == m.search.sigma
 
 
 # --- the dream ---------------------------------------------------------------------------

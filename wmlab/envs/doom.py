@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +89,11 @@ class DoomConfig:
     keep rows 0:400 of 480: 1/6, the status bar); 0 keeps the whole screen."""
 
 
+def _shutdown(game, folder: str) -> None:
+    game.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 class DoomGymEnv:
     """A ViZDoom scenario as a gymnasium env (``reset``/``step``/``render``/``close``,
     ``np_random``), headless, one frame per step; actions are indices of
@@ -104,8 +111,11 @@ class DoomGymEnv:
         game.load_config(path)
         # ViZDoom writes its engine settings to _vizdoom.ini in the working folder otherwise;
         # one folder per env, so envs of parallel processes never share the file
-        self._settings = tempfile.TemporaryDirectory(prefix="wmlab-vizdoom-")
-        game.set_doom_config_path(os.path.join(self._settings.name, "vizdoom.ini"))
+        folder = tempfile.mkdtemp(prefix="wmlab-vizdoom-")
+        game.set_doom_config_path(os.path.join(folder, "vizdoom.ini"))
+        # the game first (it writes the file as it closes), then the folder; also when the
+        # env is dropped without close()
+        self._shutdown = weakref.finalize(self, _shutdown, game, folder)
         game.set_window_visible(False)
         game.set_sound_enabled(False)
         game.set_screen_resolution(vizdoom.ScreenResolution.RES_160X120)
@@ -153,8 +163,7 @@ class DoomGymEnv:
         return self._frame
 
     def close(self) -> None:
-        self.game.close()
-        self._settings.cleanup()
+        self._shutdown()
 
 
 class _TorchDoom(GymnasiumTorchEnv):

@@ -32,7 +32,10 @@ class CMAES:
         self.es = cma.CMAEvolutionStrategy(np.zeros(dim), float(sigma), {
             "popsize": int(population), "verbose": -9,
             # samples come from numpy's global RNG, which the run seeds and checkpoints
-            "seed": np.nan, "CMA_diagonal": False})
+            "seed": np.nan, "CMA_diagonal": False,
+            # no mirrored samples (cma's default for populations under 6, never the paper's
+            # 64): their bookkeeping is state that is not plain arrays
+            "CMA_mirrors": 0})
         self.population = int(population)
         self._asked: list[np.ndarray] | None = None
 
