@@ -24,7 +24,10 @@ longer search on the same V and M (40 generations of 24 candidates x 12 dreams, 
 deaths) raised the dream's mean survival from 297 to 332 steps, and the controller survived
 211 +- 62 frames in the real game: still no better than random. M trained on 8,000 frames
 is the likely limit (the paper's M saw 10,000 episodes); the ``doom`` preset is the
-paper-sized run (``benchmarks/worldmodels_repro.py --experiment doom``).
+paper-sized run (``benchmarks/worldmodels_repro.py --experiment doom``). This check itself,
+run once: random policies 221 (uniform) and 331 (held) frames, dream fitness 249 -> 298
+over 20 generations (noisy, 261-342), real-game survival of the controller 230 (16
+episodes); 11.7 minutes of wall time (3.8 of CPU time) on 2 shared cores.
 """
 
 import statistics
