@@ -35,10 +35,12 @@ def steps_of(run, key):
 @pytest.mark.parametrize("name", METHODS)
 def test_fit_smoke(name, capsys):
     # from states: the pixel path has its own smoke test below (conv nets cost about 1 s per
-    # update on a CPU even at debug sizes); a method that needs a kind of env names one
+    # update on a CPU even at debug sizes); a method that needs a kind of env names one, and
+    # one that learns from pixels only (worldmodels) runs on them
     cls = registry.load_method(name)[0]
     env = cls.example_env or ENV
-    assert main(["fit", "--method", name, "--env", env, "--preset", "debug", "env.obs=state"]) == 0
+    obs = ["env.obs=state"] if "state" in cls.observations else []
+    assert main(["fit", "--method", name, "--env", env, "--preset", "debug", *obs]) == 0
     run = only_run()
     assert run.info.status == "FINISHED"
     assert re.fullmatch(f"{name}-{env}-s1-[0-9a-f]{{4}}", run.info.run_name), run.info.run_name
@@ -47,7 +49,7 @@ def test_fit_smoke(name, capsys):
     assert tags["wmlab.plugin"] and tags["wmlab.plugin_version"]
     from wmlab.config import compose, flatten
 
-    cfg = compose(name, cls, env, presets=["debug"], overrides=["env.obs=state"])
+    cfg = compose(name, cls, env, presets=["debug"], overrides=obs)
     assert run.data.params == {k: str(v) for k, v in flatten(cfg).items()}  # the resolved config
     metrics = run.data.metrics
     assert "eval/episode_return" in metrics and "collect/episode_return" in metrics

@@ -17,13 +17,14 @@ ENV = "cartpole-swingup"
 
 
 @functools.cache
-def env_and_specs(name: str = ENV):
-    """An env and its specs, made once per name (``ENV``, or a method's ``example_env``)."""
+def env_and_specs(name: str = ENV, obs: str = "state"):
+    """An env and its specs, made once per name (``ENV``, or a method's ``example_env``) and
+    observation kind (``pixels`` for a method that learns from pixels only)."""
     from wmlab.config import env_config
 
     family_name, task = split_family(name)
     family, _ = registry.load_env_family(family_name)
-    cfg = env_config(name, episode_steps=100)
+    cfg = env_config(name, episode_steps=100, obs=obs)
     env = family.make(task, cfg, seed=0)
     return env, family.specs(env, cfg)
 
@@ -59,7 +60,7 @@ def test_declaration(name):
 def test_build_act_and_save(name):
     cls, _ = registry.load_method(name)
     env_name = cls.example_env or ENV  # a method that needs a kind of env names one
-    env, specs = env_and_specs(env_name)
+    env, specs = env_and_specs(env_name, "state" if "state" in cls.observations else "pixels")
     cfg = compose(name, cls, env_name, presets=["debug"])
     method = cls(cfg.method, specs)
     spec = method.data_spec()

@@ -296,7 +296,7 @@ def check_input(method: str, env: str, *, presets=(), files=(), overrides=()):
     family, task = split_family(env)
     f_entry = lookup(registry.info(registry.ENVS, family))
     if f_entry is not None and f_entry.get("tasks") is not None and task not in f_entry["tasks"]:
-        raise EnvError(unknown_name_message(task, f_entry["tasks"], what=f"{family} task"))
+        raise EnvError(unknown_name_message(task, f_entry["tasks"], what=f"{family} task", listing=30))
     method_cls = method_stand_in(m_entry) if m_entry is not None else None
     family_cls = family_stand_in(f_entry) if f_entry is not None else None
     if method_cls is not None and family_cls is not None and hasattr(method_cls, "presets"):

@@ -240,8 +240,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def unknown_name_message(name: str, valid: list[str], *, what: str = "env") -> str:
-    """``unknown <what> 'x'; did you mean: a, b? `wmlab list` shows all`` (difflib matches)."""
+def unknown_name_message(name: str, valid: list[str], *, what: str = "env", listing: int = 0) -> str:
+    """``unknown <what> 'x'; did you mean: a, b? `wmlab list` shows all`` (difflib matches);
+    with at most ``listing`` valid names, all of them instead: ``...; valid: a, b, c``."""
+    if 0 < len(valid) <= listing:
+        return f"unknown {what} {name!r}; valid: {', '.join(valid)}"
     close = difflib.get_close_matches(name, valid, n=5, cutoff=0.6)
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
     return f"unknown {what} {name!r}{hint} (`wmlab list` shows all)"

@@ -18,7 +18,8 @@ Observations (``env.obs``):
   refused: use pixels.
 * ``pixels``: ``uint8 [C, H, W]`` at ``env.image_size`` (``env.grayscale``: C = 1), resized
   with OpenCV (``INTER_AREA``) from the env's own image observation if it is one, else from
-  ``render()`` (``render_mode="rgb_array"``), once per policy step. With
+  ``render()`` (``render_mode="rgb_array"``), once per policy step; ``env.crop_bottom``
+  cuts a fraction of the rows off at the bottom first (CarRacing's dashboard: 0.125). With
   ``env.state_too`` a rendered env also carries its observation vector as the extra entry
   ``state``.
 * A ``Dict`` observation space is a composite observation: the entry named by
@@ -84,7 +85,7 @@ from wmlab.envs import EnvFamily, base_env, check_frames, close_at_exit, step_ra
 from wmlab.errors import EnvError  # noqa: E402
 
 __all__ = ["Gym", "GymConfig", "GymnasiumTorchEnv", "OneHotActions", "action_index",
-           "image_entry", "resize_frame", "torch_env_specs"]
+           "crop_bottom", "image_entry", "resize_frame", "torch_env_specs"]
 
 #: supported spaces, named in error messages
 _OBS_SPACES = ("Box", "Discrete", "MultiBinary", "a Dict of those")
@@ -111,6 +112,10 @@ class GymConfig:
     state_too: bool = False
     """With ``env.obs=pixels`` rendered from a state-based env: also carry the env's own
     observation vector, as the extra entry ``state`` (a composite observation)."""
+    crop_bottom: float = 0.0
+    """With ``env.obs=pixels``: the fraction of the frame's rows cut off at the bottom
+    before it is resized (0: none). CarRacing-v3's dashboard is its bottom 12 of 96 rows,
+    0.125, which World Models crops away (rows 0:84)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -215,16 +220,30 @@ def _vector_entry(space, key: str | None) -> _Entry:
                       np.asarray(get(raw), dtype=np.float32).reshape(-1).copy()))
 
 
-def image_entry(size: int, grayscale: bool, frame: Callable[[Any, Any], np.ndarray]) -> _Entry:
+def crop_bottom(frame: np.ndarray, fraction: float) -> np.ndarray:
+    """``frame`` ``[H, W(, C)]`` without its bottom ``fraction`` of rows (rounded; at least
+    one row stays)."""
+    h = frame.shape[0]
+    keep = max(1, h - int(round(h * float(fraction))))
+    return frame[:keep]
+
+
+def image_entry(size: int, grayscale: bool, frame: Callable[[Any, Any], np.ndarray], *,
+                crop: float = 0.0) -> _Entry:
+    """A pixel entry ``uint8 [C, size, size]`` of the frames ``frame(raw, env)`` gives, the
+    bottom ``crop`` fraction of their rows cut off before resizing."""
     spec = Bounded(low=0, high=255, shape=(1 if grayscale else 3, size, size), dtype=torch.uint8)
+    if crop:
+        return _Entry(spec, lambda raw, env: _chw(resize_frame(
+            crop_bottom(frame(raw, env), crop), size, grayscale=grayscale)))
     return _Entry(spec, lambda raw, env: _chw(resize_frame(frame(raw, env), size,
                                                            grayscale=grayscale)))
 
 
-def _entry(space, key: str | None, size: int, grayscale: bool) -> _Entry:
+def _entry(space, key: str | None, size: int, grayscale: bool, crop: float = 0.0) -> _Entry:
     if _is_image(space):
         get = _pick(key)
-        return image_entry(size, grayscale, lambda raw, env: get(raw))
+        return image_entry(size, grayscale, lambda raw, env: get(raw), crop=crop)
     return _vector_entry(space, key)
 
 
@@ -446,6 +465,8 @@ class Gym(EnvFamily):
         if obs_kind not in ("state", "pixels"):
             raise EnvError(f"env.obs={obs_kind!r} is not supported by gym envs: use state or pixels")
         repeat, episode_steps, image_size = check_frames(cfg, f"gym:{name}")
+        if not 0.0 <= float(own.crop_bottom) < 1.0:
+            raise EnvError(f"env.crop_bottom is a fraction in [0, 1), got {own.crop_bottom}")
         env = self.make_gym(name, dict(own.kwargs))
         try:
             frames = min(episode_steps, env.spec.max_episode_steps or episode_steps)
@@ -554,10 +575,11 @@ def _observation_entries(env, name: str, obs_kind: str, own: GymConfig, size: in
             raise EnvError(f"gym:{name} observes images ({main_space}); use env.obs=pixels")
         return {keys.OBSERVATION: _vector_entry(main_space, main), **extras}
     if _is_image(main_space):
-        return {keys.OBSERVATION: _entry(main_space, main, size, grayscale), **extras}
+        return {keys.OBSERVATION: _entry(main_space, main, size, grayscale, own.crop_bottom), **extras}
     env.reset(seed=0)  # one frame now, so a missing renderer fails here, not mid-run
     _render(env, name, "pixel observations")
-    pixels = image_entry(size, grayscale, lambda raw, e: _render(e, name, "pixel observations"))
+    pixels = image_entry(size, grayscale, lambda raw, e: _render(e, name, "pixel observations"),
+                         crop=own.crop_bottom)
     if own.state_too:
         if "state" in extras:
             raise EnvError(f"env.state_too: gym:{name} already has an entry named 'state'")

@@ -1,0 +1,127 @@
+"""World Models hyperparameters.
+
+Source: Ha & Schmidhuber 2018, "Recurrent World Models Facilitate Policy Evolution"
+(arXiv 1803.10122; its appendix), and the authors' code (hardmaru/WorldModelsExperiments,
+``carracing/`` and ``doomrnn/``), written [paper] and [code] below. The defaults are the
+CarRacing experiment's; the ``doom`` preset sets the Doom experiment's. Where a setting is
+wmlab's own, the field says so ([wmlab]).
+
+Where wmlab departs from the paper, in short:
+
+* Discrete actions (Doom): the controller has one output per choice and acts on the
+  largest (``tanh(W [z, h] + b)``, 3 outputs on take-cover); the paper's controller has
+  one output thresholded at +-1/3 among the same three choices. M reads the action
+  one-hot.
+* M's training data: z is sampled from V's mean and std of each frame of every batch
+  (V frozen after its stage), the same distribution as the authors' stored mean and std,
+  computed per batch rather than once.
+* M trains on windows inside one episode (``rnn_sequence`` frames); the authors pad
+  or concatenate episodes to 1,000 frames with a restart flag.
+* The data-collecting policy is a controller with random weights redrawn every episode
+  (CarRacing, as the authors) or a uniformly random choice held for 1-10 steps (Doom, the
+  authors' "more diverse random policy"), ``collect_policy``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: ``method.train_in``: where the controller's candidates are scored
+TRAIN_IN = ("env", "dream")
+#: ``method.controller_input``: what the controller reads
+CONTROLLER_INPUTS = ("zh", "z")
+#: ``method.dream_done``: how a dream episode ends
+DREAM_DONE = ("threshold", "sample")
+#: ``method.collect_policy``: how the first stage acts
+COLLECT_POLICIES = ("random_controller", "held_random")
+
+
+@dataclass
+class WorldModelsConfig:
+    z_dim: int = 32
+    """Size of V's latent z [paper: 32 for CarRacing, 64 for Doom (preset ``doom``)]."""
+    vae_depth: int = 32
+    """Filters of V's first convolution; the four have depth, 2, 4 and 8 times it, kernel 4,
+    stride 2, and the decoder mirrors them with kernels 5, 5, 6, 6 [paper appendix: 32, 64,
+    128, 256]."""
+    kl_tolerance: float = 0.5
+    """V's KL term is floored at ``kl_tolerance * z_dim`` nats per frame, so V is not pushed
+    to encode less than that [code: ``kl_tolerance=0.5``]."""
+    vae_lr: float = 1e-4
+    """Adam learning rate of V [code: 0.0001]."""
+    vae_batch: int = 100
+    """Frames per V update [code: 100]."""
+    vae_updates: int = 100_000
+    """Updates of V in its stage (``vae``) [wmlab: the authors trained 10 epochs over their
+    10,000 random episodes (about 1M updates on CarRacing); 100k is wmlab's budget]."""
+    rnn_hidden: int = 256
+    """Units of M's LSTM [paper: 256 for CarRacing, 512 for Doom (preset ``doom``)]."""
+    mixtures: int = 5
+    """Gaussians of M's mixture density output (each diagonal, per z dimension) [paper: 5]."""
+    rnn_lr: float = 1e-3
+    """Adam learning rate of M [code: 0.001]."""
+    rnn_grad_clip: float = 1.0
+    """Clip of each gradient entry of M's update to [-clip, clip] [code: ``grad_clip=1.0``,
+    TensorFlow's clip by value]; 0: none."""
+    rnn_batch: int = 100
+    """Sequences per M update [code: 100]."""
+    rnn_sequence: int = 100
+    """Frames per sequence of M's batches, a window inside one episode [wmlab: the authors
+    train on 1,000-frame sequences of concatenated episodes; wmlab's windows stay within an
+    episode, so they must fit in the shortest random episode (Doom: ~100 frames)]."""
+    rnn_updates: int = 20_000
+    """Updates of M in its stage (``mdn``) [wmlab: the authors ran 4,000 (CarRacing) and
+    ~16,000 (Doom) steps of their own batches; wmlab's budget]."""
+    cache_latents: bool = True
+    """During M's stage and after (V is frozen then), keep V's mean and log-variance of every
+    distinct frame seen, so each stored frame is encoded once rather than in every batch (z
+    is still sampled afresh each batch). It copies each batch's frames to the host to key
+    them: turn it off on a GPU, where encoding the batch is cheap [wmlab]."""
+    done_head: bool = False
+    """Give M a head that predicts the end of the episode from its state (Doom: the agent
+    dies), trained with cross-entropy, the ending step weighted ``done_weight``; in the dream
+    an episode ends when its probability passes 0.5 [paper: Doom only (preset ``doom``)]."""
+    done_weight: float = 10.0
+    """Weight of an ending step in the done head's loss (ends are rare) [code:
+    ``restart_factor=10``]."""
+    dream_done: str = "threshold"
+    """How a dream episode ends: ``threshold``, when the done head's probability passes 0.5
+    [code]; ``sample``, at each step with that probability (M as a generative model of
+    deaths). With little data the head rarely passes 0.5, and a dream without deaths scores
+    every candidate alike; sampling keeps the danger it has learnt [wmlab]."""
+    temperature: float = 1.0
+    """Temperature tau of the dream: the mixture weights' logits are divided by it and
+    every Gaussian's variance multiplied by it when M samples the next z [paper: 1.15 for
+    the Doom controller trained in the dream (preset ``doom``); 1.0 is M's own
+    distribution]. An ablation: low tau lets the controller exploit M's mistakes."""
+    controller_input: str = "zh"
+    """``zh``: the controller reads ``[z, h]`` (V and M); ``z``: z alone, the paper's "V
+    model only" ablation (its M is still trained, but unused while acting)."""
+    train_in: str = "env"
+    """``env``: candidates are scored by their mean return in the real env; ``dream``: by
+    rollouts in M (Doom's "training inside the dream"), taking no env step [paper:
+    CarRacing in the env, Doom in the dream]."""
+    population: int = 64
+    """Candidates per CMA-ES generation [paper: 64]."""
+    episodes: int = 16
+    """Rollouts per candidate; its fitness is their mean return [paper: 16]."""
+    generations: int = 300
+    """CMA-ES generations in the controller stage [wmlab: the authors ran CarRacing for
+    about 1,800 generations and Doom's dream for about 1,000 (paper figures)]."""
+    sigma: float = 0.1
+    """Initial step size of CMA-ES, the controller's parameters starting at 0 [code:
+    ``sigma_init=0.1``]."""
+    dream_steps: int = 2100
+    """Steps of a dream rollout before it is cut (Doom's episode cap) [code: 2100]."""
+    collect_steps: int = 1_000_000
+    """Env steps (frames) of the first stage (``collect``), stored as episodes [paper:
+    10,000 random rollouts, about 10M frames on CarRacing; wmlab's budget; the replay must
+    hold them]."""
+    collect_policy: str = "random_controller"
+    """``random_controller``: a controller with random weights (normal, std drawn in
+    [0, 0.01) per episode, as the authors' CarRacing ``extract.py``) on the untrained V and
+    M; ``held_random``: a uniformly random action held for 1-10 steps (the authors' Doom
+    ``extract.py``)."""
+    video_steps: int = 100
+    """Steps of the decoded dream rollout logged at every evaluation (``dream`` video) [wmlab]."""
+

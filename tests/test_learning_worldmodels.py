@@ -1,0 +1,89 @@
+"""World Models on doom:take-cover: a controller trained only in M's dream must survive
+longer in the real game than the random policies measured in the same test.
+
+Why the threshold means learning: take-cover pays 1 per frame alive, so a return is the
+survival time. A uniformly random choice every frame survives 221 +- 106 frames (32
+episodes of the eval env, seed 1001; the paper reports 210 +- 108), and the policy that
+collects the training data, a random choice held for 1-10 frames, 365 +- 211 (standing
+still: about 100). The check asks the dream-trained controller (the CMA-ES mean, 16
+episodes, never trained on a real return) for a mean survival 100 frames above the better
+of the two random policies, measured here with the same env seed: about one random
+episode's standard deviation and four standard errors of the 16-episode mean, which a
+controller only reaches by dodging the fireballs it saw coming in its dream.
+
+Status: this check does not pass yet (marked ``xfail(strict=True)``, so it reports the
+day it does). With the ``cpu`` preset (8,000 frames of data, z 16, LSTM 64, 20
+generations of 16 candidates x 8 dreams) the run took 11.7 minutes of wall time on 2 CPU
+cores shared with other jobs (3.3 minutes of CPU time). With the paper's rule (a dream
+ends when p(done) > 0.5) the done head never fired on so little data: every candidate
+survived the whole 1,000-step dream, the search had nothing to go on, and the real-game
+survival was 344 (16 episodes), no better than the data policy. With
+``method.dream_done=sample`` the dreams ended (mean 250-340 steps), but the controller
+found in them survived 162 +- 33 frames in the real game, below the random policies. A
+longer search on the same V and M (40 generations of 24 candidates x 12 dreams, sampled
+deaths) raised the dream's mean survival from 297 to 332 steps, and the controller survived
+211 +- 62 frames in the real game: still no better than random. M trained on 8,000 frames
+is the likely limit (the paper's M saw 10,000 episodes); the ``doom`` preset is the
+paper-sized run (``benchmarks/worldmodels_repro.py --experiment doom``). This check itself,
+run once: random policies 221 (uniform) and 331 (held) frames, dream fitness 249 -> 298
+over 20 generations (noisy, 261-342), real-game survival of the controller 230 (16
+episodes); 11.7 minutes of wall time (3.8 of CPU time) on 2 shared cores.
+"""
+
+import statistics
+
+import mlflow
+import pytest
+import torch
+
+from wmlab import keys
+from wmlab.cli import main
+from wmlab.config import env_config
+from wmlab.envs.doom import Doom
+from wmlab.tracking import tracking_uri
+
+MARGIN = 100.0
+EVAL_SEED = 1001
+
+
+def random_returns(episodes: int, hold_max: int) -> list[float]:
+    """Survival of a random choice held for 1..``hold_max`` frames (1: a new one every frame)."""
+    cfg = env_config("doom:take-cover", obs="pixels", action_repeat=1, episode_steps=2100)
+    env = Doom().make("take-cover", cfg, seed=EVAL_SEED)
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(episodes):
+        td, total, left, choice = env.reset(), 0.0, 0, 0
+        while True:
+            if left <= 0:
+                choice = int(torch.randint(3, (1,), generator=g))
+                left = int(torch.randint(1, hold_max + 1, (1,), generator=g))
+            left -= 1
+            td[keys.ACTION] = torch.nn.functional.one_hot(torch.tensor(choice), 3).float()
+            td = env.step(td)
+            total += float(td[keys.REWARD])
+            if bool(td[keys.DONE]):
+                break
+            td = td["next"]
+        out.append(total)
+    env.close()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the dream-trained controller does not yet beat the "
+                   "random policies within the CPU budget; see the module docstring")
+def test_dream_trained_controller_outlives_random_policies():
+    uniform = statistics.mean(random_returns(32, hold_max=1))
+    held = statistics.mean(random_returns(32, hold_max=10))
+    print(f"random policies: uniform {uniform:.0f}, held 1-10 frames {held:.0f}")
+    argv = ["fit", "--method", "worldmodels", "--env", "doom:take-cover", "--preset", "cpu",
+            "run.threads=1", "method.dream_done=sample", "eval.episodes=16", "eval.video=false",
+            "checkpoint.replay=false"]
+    assert main(argv) == 0
+    client = mlflow.MlflowClient(tracking_uri(None))
+    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
+    curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval/episode_return")]
+    search = [m.value for m in client.get_metric_history(run.info.run_id, "search/mean_fitness")]
+    print("real-game survival (env steps, eval return):", curve, "dream fitness by generation:", search)
+    assert curve[-1][1] > max(uniform, held) + MARGIN, (curve, uniform, held)

@@ -1,0 +1,291 @@
+"""World Models: V's loss, M's mixture, C's size, the CMA-ES wiring and its checkpointed
+state, the dream, and bad input."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wmlab.api import EnvSpecs, Stage
+from wmlab.cli import main
+from wmlab.config import compose
+from wmlab.errors import ConfigError
+from wmlab_plugins.worldmodels import WorldModels
+from wmlab_plugins.worldmodels.networks import (Mixture, controller_act, mdn_loss,
+                                                mixture_log_prob, sample_mixture, vae_loss)
+from wmlab_plugins.worldmodels.search import CMAES
+
+
+def specs(action_dim=3, discrete=False, name="gym:CarRacing-v3"):
+    low = torch.zeros(action_dim) if discrete else -torch.ones(action_dim)
+    return EnvSpecs(name=name, obs_kind="pixels", obs_shape=(3, 64, 64),
+                    action_shape=(action_dim,), action_low=low, action_high=torch.ones(action_dim),
+                    action_repeat=1, episode_policy_steps=1000, discrete=discrete)
+
+
+def method(preset="debug", env="doom:take-cover", s=None, **overrides):
+    cfg = compose("worldmodels", WorldModels, env, presets=[preset],
+                  overrides=[f"method.{k}={v}" for k, v in overrides.items()])
+    return WorldModels(cfg.method, s or specs(discrete=True, name=env))
+
+
+# --- V ---------------------------------------------------------------------------------
+
+
+def test_vae_loss_is_summed_error_plus_floored_kl():
+    target = torch.rand(4, 3, 8, 8)
+    z = 16
+    prior = torch.zeros(4, z)  # q = N(0, I): KL 0, floored at 0.5 * z = 8 nats
+    terms = vae_loss(target, target, prior, prior, kl_tolerance=0.5)
+    assert terms["reconstruction"] == 0 and terms["kl"] == 0
+    assert torch.isclose(terms["loss"], torch.tensor(8.0))
+    # squared error summed over a frame's pixels, averaged over frames
+    off = (target + 0.1).clamp(max=1)
+    expected = (off - target).pow(2).flatten(1).sum(-1).mean()
+    assert torch.isclose(vae_loss(target, off, prior, prior, 0.0)["reconstruction"], expected)
+    # a KL above the floor counts in full: mean 3 on every dimension, KL = 0.5 * 9 * z = 72
+    mean = torch.full((4, z), 3.0, requires_grad=True)
+    terms = vae_loss(target, target, mean, prior, kl_tolerance=0.5)
+    assert torch.isclose(terms["kl"], torch.tensor(72.0)) and torch.isclose(terms["loss"], torch.tensor(72.0))
+    # below the floor the KL gives no gradient: V is not pushed to encode less
+    small = torch.full((4, z), 0.1, requires_grad=True)
+    vae_loss(target, target, small, prior, kl_tolerance=0.5)["loss"].backward()
+    assert torch.all(small.grad == 0)
+    terms["loss"].backward()
+    assert torch.all(mean.grad > 0)
+
+
+# --- M ---------------------------------------------------------------------------------
+
+
+def test_mixture_log_prob_of_a_known_mixture():
+    # one dimension, two Gaussians: 0.25 N(-1, 0.5^2) + 0.75 N(2, 1)
+    logits = torch.log(torch.tensor([[0.25, 0.75]]))
+    mix = Mixture(logits, torch.tensor([[-1.0, 2.0]]), torch.log(torch.tensor([[0.5, 1.0]])))
+    x = torch.tensor([0.3])
+
+    def normal(x, m, s):
+        return math.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+
+    expected = math.log(0.25 * normal(0.3, -1, 0.5) + 0.75 * normal(0.3, 2, 1))
+    assert torch.allclose(mixture_log_prob(mix, x), torch.tensor([expected]), atol=1e-6)
+    # the loss is its negative, averaged over dimensions and steps
+    assert torch.isclose(mdn_loss(mix, x)["loss"], torch.tensor(-expected), atol=1e-6)
+
+
+def test_sampling_follows_the_mixture_and_temperature():
+    g = torch.Generator().manual_seed(0)
+    n = 40_000
+    logits = torch.log(torch.tensor([0.25, 0.75])).expand(n, 1, 2)
+    mix = Mixture(logits, torch.tensor([-1.0, 2.0]).expand(n, 1, 2),
+                  torch.log(torch.tensor([0.5, 1.0])).expand(n, 1, 2))
+    x = sample_mixture(mix, 1.0, generator=g).squeeze(-1)
+    assert abs(x.mean() - (0.25 * -1 + 0.75 * 2)) < 0.03
+    assert abs((x < 0.5).float().mean() - (0.25 + 0.75 * 0.0668)) < 0.02
+    # a low temperature picks the likelier Gaussian and narrows it
+    cold = sample_mixture(mix, 0.05, generator=g).squeeze(-1)
+    assert abs(cold.mean() - 2.0) < 0.01 and abs(cold.std() - math.sqrt(0.05)) < 0.01
+
+
+def test_done_head_loss_weights_endings():
+    mix = Mixture(torch.zeros(2, 1, 1), torch.zeros(2, 1, 1), torch.zeros(2, 1, 1))
+    z = torch.zeros(2, 1)
+    logit = torch.zeros(2)
+    done = torch.tensor([1.0, 0.0])
+    plain = mdn_loss(mix, z, logit, done, done_weight=1.0)["done"]
+    weighted = mdn_loss(mix, z, logit, done, done_weight=10.0)["done"]
+    assert torch.isclose(plain, torch.tensor(math.log(2)))
+    assert torch.isclose(weighted, torch.tensor(11 * math.log(2) / 2))
+
+
+# --- C ---------------------------------------------------------------------------------
+
+
+def test_controller_has_867_parameters_on_carracing_shapes():
+    m = method("carracing", env="gym:CarRacing-v3", s=specs())
+    assert m.cfg.z_dim == 32 and m.cfg.rnn_hidden == 256
+    assert m.controller.numel() == 867 == 3 * (32 + 256) + 3
+    v_only = method("carracing", env="gym:CarRacing-v3", s=specs(), controller_input="z")
+    assert v_only.controller.numel() == 3 * 32 + 3
+
+
+def test_controller_is_tanh_of_a_linear_map_and_actions_fit_the_bounds():
+    params = torch.arange(8.0) / 10  # W [2, 3] row-major, then b [2]
+    x = torch.tensor([1.0, -1.0, 0.5])
+    w, b = params[:6].reshape(2, 3), params[6:]
+    assert torch.allclose(controller_act(params, x, 2), torch.tanh(w @ x + b))
+    m = method("carracing", env="gym:CarRacing-v3", s=EnvSpecs(
+        name="gym:CarRacing-v3", obs_kind="pixels", obs_shape=(3, 64, 64), action_shape=(3,),
+        action_low=torch.tensor([-1.0, 0.0, 0.0]), action_high=torch.ones(3), action_repeat=1,
+        episode_policy_steps=1000))
+    a = m.to_action(torch.tensor([[-1.0, -1.0, 1.0], [0.0, 0.0, 0.0]]))
+    assert torch.allclose(a, torch.tensor([[-1.0, 0.0, 1.0], [0.0, 0.5, 0.5]]))
+    d = method()  # doom: one-hot of the largest output
+    assert torch.equal(d.to_action(torch.tensor([[0.1, -0.2, 0.3]])), torch.tensor([[0.0, 0.0, 1.0]]))
+
+
+# --- CMA-ES ------------------------------------------------------------------------------
+
+
+def test_cma_es_maximises_fitness():
+    """Fitness is higher-is-better; cma minimises: the search must climb, not descend."""
+    np.random.seed(0)
+    es = CMAES(5, population=16, sigma=0.5)
+    target = np.arange(5.0) / 5
+    for _ in range(60):
+        x = es.ask()
+        es.tell(-((x - target) ** 2).sum(-1))  # best at target
+    assert np.abs(es.mean - target).max() < 0.05
+
+
+def test_tell_passes_minus_fitness_to_cma():
+    es = CMAES(3, population=4, sigma=0.1)
+    seen = {}
+    original = es.es.tell
+    es.es.tell = lambda sols, values: seen.setdefault("values", values) and original(sols, values)
+    es.ask()
+    es.tell(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert seen["values"] == [-1.0, -2.0, -3.0, -4.0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_search_state_survives_a_checkpoint(seed):
+    m = method()
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    for _ in range(3):
+        m.ask()
+        m.tell(torch.randn(m.cfg.population))
+    state = {}
+    m.on_save_checkpoint(state)
+    state["module"] = m.state_dict()
+    buf = io.BytesIO()
+    torch.save(state, buf)  # as the core writes it: tensors, arrays and numbers only
+    buf.seek(0)
+    from wmlab.checkpoint import SAFE_GLOBALS
+
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        loaded = torch.load(buf, weights_only=True)
+    clone = method()
+    clone.load_state_dict(loaded["module"])
+    clone.on_load_checkpoint(loaded)
+    assert torch.equal(clone.controller, m.controller)
+    assert clone.search.es.countiter == m.search.es.countiter == 3
+    for _ in range(5):  # the same generations follow, candidate for candidate
+        rng = np.random.get_state()
+        a = m.ask()
+        np.random.set_state(rng)
+        b = clone.ask()
+        assert all(torch.equal(x.params, y.params) for x, y in zip(a, b))
+        fitness = torch.randn(m.cfg.population)
+        m.tell(fitness)
+        clone.tell(fitness)
+    assert torch.equal(clone.controller, m.controller) and clone.search.sigma == m.search.sigma
+
+
+# --- the dream ---------------------------------------------------------------------------
+
+
+def test_dream_return_counts_steps_until_the_done_head_fires():
+    m = method()
+    m.initial_count.fill_(1)
+    params = torch.zeros(5, m.controller.numel())
+    with torch.no_grad():
+        m.rnn.done.weight.zero_()
+        m.rnn.done.bias.fill_(5.0)  # p(done) ~ 1: every dream ends after its first step
+        assert torch.equal(m.dream_returns(params), torch.ones(5))
+        m.rnn.done.bias.fill_(-5.0)  # never: cut at dream_steps
+        assert torch.equal(m.dream_returns(params), torch.full((5,), float(m.cfg.dream_steps)))
+    fitness = m.score(m.ask())
+    assert fitness.shape == (m.cfg.population,)
+
+
+def test_sampled_dream_deaths_follow_the_done_head():
+    torch.manual_seed(0)
+    m = method(dream_done="sample", dream_steps=500)
+    m.initial_count.fill_(1)
+    with torch.no_grad():
+        m.rnn.done.weight.zero_()
+        m.rnn.done.bias.fill_(math.log(0.1 / 0.9))  # p(done) = 0.1 a step: 10 steps on average
+        returns = m.dream_returns(torch.zeros(2000, m.controller.numel()))
+    assert abs(returns.mean() - 10.0) < 0.6
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"population": 1}, "at least 2 candidates"),
+    ({"train_in": "moon"}, "valid: env, dream"),
+    ({"train_in": "dream", "done_head": "false"}, "done_head"),
+    ({"train_in": "dream", "rnn_updates": 0}, "trained M"),
+    ({"controller_input": "h"}, "valid: zh, z"),
+])
+def test_bad_settings_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        method(**overrides)
+
+
+def test_dream_without_a_trained_m_is_refused_at_the_stage():
+    m = method(train_in="dream")
+    with pytest.raises(ConfigError, match="trained M"):
+        m.on_stage_start(Stage("controller"))
+
+
+def test_bad_input_on_the_command_line_is_one_line(capsys):
+    argv = ["fit", "--method", "worldmodels", "--env", "doom:take-cover", "--preset", "debug",
+            "method.population=1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "method.population=1" in err[0], err
+
+
+def test_latent_cache_gives_what_v_gives():
+    m = method()
+    frames = torch.randint(0, 256, (2, 5, 3, 64, 64), dtype=torch.uint8)
+    frames[1, 3] = frames[0, 0]  # a repeated frame is encoded once
+    with torch.no_grad():
+        mean, logvar = m.vae.encode(frames)
+    cached_mean, cached_logvar = m.cached_stats(frames)
+    assert torch.allclose(cached_mean, mean, atol=1e-5) and torch.allclose(cached_logvar, logvar, atol=1e-5)
+    assert len(m._latent_cache) == 9
+    m.on_stage_start(Stage("mdn"))  # a new stage: V may have changed
+    assert not m._latent_cache
+
+
+def test_a_run_logs_its_stages_videos_and_search(capsys):
+    """The debug preset end to end: V's and M's losses, the search's per-generation fitness,
+    and at the last evaluation V's reconstructions and a decoded dream as videos."""
+    import mlflow
+
+    from wmlab.tracking import tracking_uri
+
+    argv = ["fit", "--method", "worldmodels", "--env", "doom:take-cover", "--preset", "debug"]
+    assert main(argv) == 0
+    client = mlflow.MlflowClient(tracking_uri(None))
+    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
+    metrics = run.data.metrics
+    for key in ("train/loss/vae", "train/loss/vae_kl", "train/loss/mdn", "train/loss/mdn_done",
+                "search/best_fitness", "search/mean_fitness", "search/sigma", "eval/episode_return"):
+        assert key in metrics, (key, sorted(metrics))
+    generations = client.get_metric_history(run.info.run_id, "search/mean_fitness")
+    assert len(generations) == 2  # one value per generation
+    videos = {a.path for a in client.list_artifacts(run.info.run_id, "videos")}
+    assert any("vae_" in v for v in videos) and any("dream_" in v for v in videos), videos
+
+
+def test_resuming_into_the_dream_without_a_trained_m_is_one_line(capsys):
+    """A run whose M had no update (``rnn_updates=0``, controller trained in the env),
+    resumed at its controller stage with ``train_in=dream``: refused when the stage starts."""
+    import re
+
+    argv = ["fit", "--method", "worldmodels", "--env", "doom:take-cover", "--preset", "debug",
+            "method.train_in=env", "method.rnn_updates=0", "eval.every=0"]
+    assert main(argv) == 0
+    run_id = re.search(r"run ([0-9a-f]{32})", capsys.readouterr().out).group(1)
+    assert main(["fit", "--resume", run_id, "method.train_in=dream", "method.rnn_updates=5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # (the run's own line, then the error)
+    errors = [line for line in err if line.startswith("wmlab: error:")]
+    assert len(errors) == 1 and "needs a trained M" in errors[0] and err[-1] == errors[0], err
