@@ -1,5 +1,12 @@
-"""World Models on doom:take-cover: a controller trained only in M's dream must survive
-longer in the real game than the random policies measured in the same test.
+"""World Models on doom:take-cover, the small CPU check: does a controller trained only in
+M's dream survive longer in the real game than the random policies measured in the same run?
+
+    python benchmarks/worldmodels_dream_check.py          # about 4 minutes of CPU time
+
+It runs in a temporary folder (its own MLflow store), prints both random policies, the
+dream fitness by generation and the controller's real-game survival, and exits 1 when the
+controller misses the threshold below. It is not part of the test suite: it does not pass
+yet, and at 4 CPU-minutes an expected failure does not earn its place in CI's budget.
 
 Why the threshold means learning: take-cover pays 1 per frame alive, so a return is the
 survival time. A uniformly random choice every frame survives 221 +- 106 frames (32
@@ -11,8 +18,7 @@ of the two random policies, measured here with the same env seed: about one rand
 episode's standard deviation and four standard errors of the 16-episode mean, which a
 controller only reaches by dodging the fireballs it saw coming in its dream.
 
-Status: this check does not pass yet (marked ``xfail(strict=True)``, so it reports the
-day it does). With the ``cpu`` preset (8,000 frames of data, z 16, LSTM 64, 20
+Status: this check does not pass yet. With the ``cpu`` preset (8,000 frames of data, z 16, LSTM 64, 20
 generations of 16 candidates x 8 dreams) the run took 11.7 minutes of wall time on 2 CPU
 cores shared with other jobs (3.3 minutes of CPU time). With the paper's rule (a dream
 ends when p(done) > 0.5) the done head never fired on so little data: every candidate
@@ -30,10 +36,12 @@ over 20 generations (noisy, 261-342), real-game survival of the controller 230 (
 episodes); 11.7 minutes of wall time (3.8 of CPU time) on 2 shared cores.
 """
 
+import os
 import statistics
+import sys
+import tempfile
 
 import mlflow
-import pytest
 import torch
 
 from wmlab import keys
@@ -70,20 +78,30 @@ def random_returns(episodes: int, hold_max: int) -> list[float]:
     return out
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the dream-trained controller does not yet beat the "
-                   "random policies within the CPU budget; see the module docstring")
-def test_dream_trained_controller_outlives_random_policies():
+def check() -> bool:
+    """Run the check; True when the dream-trained controller clears the threshold."""
     uniform = statistics.mean(random_returns(32, hold_max=1))
     held = statistics.mean(random_returns(32, hold_max=10))
     print(f"random policies: uniform {uniform:.0f}, held 1-10 frames {held:.0f}")
     argv = ["fit", "--method", "worldmodels", "--env", "doom:take-cover", "--preset", "cpu",
             "run.threads=1", "method.dream_done=sample", "eval.episodes=16", "eval.video=false",
             "checkpoint.replay=false"]
-    assert main(argv) == 0
+    if main(argv) != 0:
+        raise SystemExit("wmlab fit failed")
     client = mlflow.MlflowClient(tracking_uri(None))
     run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
     curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval/episode_return")]
     search = [m.value for m in client.get_metric_history(run.info.run_id, "search/mean_fitness")]
     print("real-game survival (env steps, eval return):", curve, "dream fitness by generation:", search)
-    assert curve[-1][1] > max(uniform, held) + MARGIN, (curve, uniform, held)
+    threshold = max(uniform, held) + MARGIN
+    print(f"controller: {curve[-1][1]:.0f} frames; threshold {threshold:.0f}: "
+          f"{'passed' if curve[-1][1] > threshold else 'not reached'}")
+    return curve[-1][1] > threshold
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as folder:
+        os.chdir(folder)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        sys.exit(0 if check() else 1)
