@@ -49,7 +49,7 @@ class Reversibility(Method):
     threshold)`` (``reward_free``: the penalty is the whole reward). ``method.mode=none`` is
     the base agent alone.
 
-    Departures from the paper: see ``config.py``."""
+    Departures from the paper and the authors' code: see ``config.py``."""
 
     Config = ReversibilityConfig
     example_env = "gym:CartPole-v1"
