@@ -8,8 +8,8 @@ from torchrl.envs.utils import check_env_specs
 
 from wmlab import keys, registry
 from wmlab.config import compose, env_config
-from wmlab.envs.gridworld import (ACTIONS, GOAL, MOVES, PLANES, SIDE, START, TURF_PATH, Gridworld,
-                                  TurfEnv, random_policy, ruined_cells)
+from wmlab.envs.gridworld import (ACTIONS, GOAL, LAYOUT, MOVES, PLANES, SIDE, START, TURF_PATH,
+                                  Gridworld, TurfEnv, random_policy, ruined_cells)
 from wmlab.errors import EnvError
 from wmlab.evaluation import evaluate
 
@@ -21,13 +21,18 @@ def path_actions() -> list[int]:
     return [MOVES.index((b[0] - a[0], b[1] - a[1])) for a, b in zip(TURF_PATH, TURF_PATH[1:])]
 
 
-def test_layout_is_a_shortest_stone_path_from_start_to_goal():
+def test_layout_is_the_authors_field_with_a_shortest_stone_route():
     assert SIDE == 10 and START == (9, 0) and GOAL == (0, 9)
+    assert len(LAYOUT) == SIDE and all(len(row) == SIDE for row in LAYOUT)
+    assert LAYOUT[GOAL[0]][GOAL[1]] == "G" and LAYOUT[START[0]][START[1]] == "#"
+    # the authors' field (gym_turf/utils.py: generate_fixed_room): stones per row, top to bottom
+    assert [row.count("#") for row in LAYOUT] == [1, 5, 6, 3, 2, 2, 2, 2, 2, 1]
+    assert [row.index("#") for row in LAYOUT] == [8, 4, 2, 1, 1, 1, 0, 0, 0, 0]
     assert TURF_PATH[0] == START and TURF_PATH[-1] == GOAL and len(set(TURF_PATH)) == 19
     moves = path_actions()
     assert len(moves) == 18 and set(moves) == {UP, RIGHT}  # 18 moves: a shortest route
     env = TurfEnv()
-    assert env.stone.sum() == 19 and all(env.stone[c] for c in TURF_PATH)
+    assert env.stone.sum() == 27 and all(env.stone[c] for c in TURF_PATH)  # 26 stones and the goal
 
 
 def test_the_path_ruins_nothing_and_reaches_the_goal():
@@ -46,17 +51,20 @@ def test_the_path_ruins_nothing_and_reaches_the_goal():
 def test_grass_is_ruined_once_stepped_on_and_stays_ruined():
     env = TurfEnv()
     env.reset()
-    _, r, *_ = env.step(UP)  # (8, 0): grass
+    _, r, *_ = env.step(RIGHT)  # (9, 1): grass
     assert r == pytest.approx(-0.1) and env.ruined == 1
-    env.step(DOWN)  # back on the start stone: the grass stays ruined
-    env.step(UP)  # the same cell again: counted once
-    obs, *_ = env.step(UP)  # (7, 0)
+    env.step(LEFT)  # back on the start stone: the grass stays ruined
+    env.step(RIGHT)  # the same cell again: counted once
+    obs, *_ = env.step(RIGHT)  # (9, 2)
     assert env.ruined == 2
     planes = obs.reshape(4, SIDE, SIDE)
-    assert planes[3][8, 0] == planes[3][7, 0] == 1 and planes[2][8, 0] == 0
+    assert planes[3][9, 1] == planes[3][9, 2] == 1 and planes[2][9, 1] == 0
     assert ruined_cells(torch.tensor(obs)) == 2
-    env.step(LEFT)  # off the field: no move
-    assert env.pos == (7, 0)
+    env.step(DOWN)  # off the field: no move
+    assert env.pos == (9, 2)
+    env.step(UP)  # (8, 2): grass
+    env.step(LEFT)  # (8, 1): stone, nothing more ruined
+    assert env.ruined == 3 and env.stone[env.pos]
     env.reset()
     assert env.ruined == 0 and env.pos == START  # a new episode, a new field
 
@@ -99,8 +107,8 @@ def test_eval_logs_the_ruined_cells_and_successes():
 
 
 def test_random_policy_ruins_many_cells():
-    """Uniformly random actions ruin about 30 cells an episode and rarely reach the goal (1000
-    episodes: 30.1 cells, 8% successes; the paper reports about 26 cells on its layout)."""
+    """Uniformly random actions ruin about 27 cells an episode and rarely reach the goal (1000
+    episodes: 26.7 cells, 8% successes; the paper reports about 26 cells)."""
     ruined, success, _ = random_policy(300, seed=1)
     assert 20 < ruined < 40 and success < 0.2
 

@@ -12,7 +12,8 @@ def precedence_terms(logits: torch.Tensor, later: torch.Tensor,
                      weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """psi's binary cross-entropy and accuracy on pairs ``[B]``: ``logits`` of "the second
     came later", ``later`` the label (1.0 if it did), ``weight`` an optional 0/1 mask of the
-    pairs that count."""
+    pairs that count. [offline_reversibility.py, learn_rev_classifier and
+    VecIntrinsic.train_on_batch: ``BCEWithLogitsLoss`` on the label ``float(t' > t)``.]"""
     later = later.to(logits.dtype)
     weight = torch.ones_like(logits) if weight is None else weight.to(logits.dtype)
     total = weight.sum().clamp(min=1.0)
@@ -29,7 +30,11 @@ def rollout_pairs(episode: torch.Tensor, count: int, min_distance: int, max_dist
     sum of ``is_init``). Returns ``(env, first, second, later, valid)``, each ``[count]``:
     step indices of the two members, ``later`` 1.0 where ``second`` came after ``first``,
     ``valid`` 0.0 for every pair if the rollout holds none (then they are placeholders); or
-    ``None`` if the rollout is shorter than ``min_distance + 1`` steps."""
+    ``None`` if the rollout is shorter than ``min_distance + 1`` steps.
+
+    (utils.py, buff_to_dataset and VecIntrinsic._create_dataset draw the first step uniformly,
+    then the second uniformly among the steps of its trajectory in the window; uniform over
+    pairs, as here, weighs the steps far from an episode's ends a little more.)"""
     n, t = episode.shape
     top = min(max_distance, t - 1)
     if top < min_distance:
@@ -53,12 +58,14 @@ def rollout_pairs(episode: torch.Tensor, count: int, min_distance: int, max_dist
 
 
 def rae_penalty(psi_prob: torch.Tensor, threshold: float, weight: float) -> torch.Tensor:
-    """RAE's penalty of a transition, ``w * max(0, psi(s_t, s_t+1) - beta)``, elementwise."""
+    """RAE's penalty of a transition, ``w * max(0, psi(s_t, s_t+1) - beta)``, elementwise
+    [rae_*.py: ``func``, weighted by ``--wir`` in VecIntrinsic.step_wait]."""
     return weight * (psi_prob - threshold).clamp(min=0.0)
 
 
 def shaped_reward(reward: torch.Tensor, penalty: torch.Tensor, reward_free: bool) -> torch.Tensor:
-    """The reward RAE trains on: the env's minus the penalty, or minus the penalty alone."""
+    """The reward RAE trains on: the env's minus the penalty, or minus the penalty alone
+    [VecIntrinsic.step_wait]."""
     return -penalty if reward_free else reward - penalty
 
 
@@ -66,7 +73,8 @@ def phi_terms(phi_logits: torch.Tensor, action: torch.Tensor,
               target: torch.Tensor) -> torch.Tensor:
     """phi's loss on transitions ``[B]``: binary cross-entropy of phi(s, a) (``phi_logits``
     ``[B, A]`` at the one-hot ``action`` ``[B, A]``) against the soft target psi(s, s') (a
-    probability ``[B]``, no gradient)."""
+    probability ``[B]``, no gradient) [offline_reversibility.py, learn_rev_action:
+    ``BCEWithLogitsLoss`` of phi at the taken action against sigmoid(psi(s, s'))]."""
     taken = (phi_logits * action).sum(-1)
     return F.binary_cross_entropy_with_logits(taken, target.detach())
 
@@ -75,7 +83,8 @@ def filter_actions(phi_prob: torch.Tensor, action: torch.Tensor,
                    threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """RAC's filter: the base agent's actions (indices ``[B]``) whose phi (``phi_prob`` ``[B,
     A]``) exceeds ``threshold`` are replaced by the action of lowest phi, the most reversible.
-    Returns ``(actions [B], replaced [B] bool)``."""
+    Returns ``(actions [B], replaced [B] bool)``. [vec_safe.py, VecSafe.step_async: phi's
+    logit against log(beta / (1 - beta)), the same test, and argmin of phi.]"""
     replaced = phi_prob.gather(-1, action[:, None]).squeeze(-1) > threshold
     return torch.where(replaced, phi_prob.argmin(-1), action), replaced
 

@@ -19,7 +19,11 @@ class Precedence(nn.Module):
     get psi near 0.5: order comes only from what drifts one way along trajectories, never
     from reading one step's dynamics (e.g. positions changing with the velocities). ``bound``
     > 0 squashes f into ``(-bound, bound)``: a slow drift over many steps then cannot make
-    one step's psi confident, a fast one (a fall) still does."""
+    one step's psi confident, a fast one (a fall) still does.
+
+    Both forms are wmlab's: the authors' psi (model.py, ``CartpoleRev``, ``GrasslandRev``)
+    encodes each observation with one shared encoder and reads the pair of codes with a linear
+    head (see ``ReversibilityConfig.psi_hidden``)."""
 
     def __init__(self, obs_dim: int, hidden: int, form: str = "pair", bound: float = 0.0):
         super().__init__()
@@ -40,7 +44,8 @@ class Precedence(nn.Module):
 
 class ActionReversibility(nn.Module):
     """phi: for every action, the logit of psi(s, s') expected after taking it in ``s``,
-    ``[B, D] -> [B, A]`` (high: the action is likely irreversible)."""
+    ``[B, D] -> [B, A]`` (high: the action is likely irreversible). Two hidden layers
+    (wmlab's); model.py's ``CartpoleARev`` has one of 64 units."""
 
     def __init__(self, obs_dim: int, actions: int, hidden: int):
         super().__init__()
@@ -52,7 +57,8 @@ class ActionReversibility(nn.Module):
 
 class ActorCritic(nn.Module):
     """PPO's policy and value, separate tanh MLPs: ``[B, D] -> (logits [B, A], value [B])``;
-    orthogonal weights, the policy's last layer scaled by 0.01 (nearly uniform at first)."""
+    orthogonal weights, the policy's last layer scaled by 0.01 (nearly uniform at first), as
+    stable_baselines3_copy/common/policies.py's ``MlpPolicy``."""
 
     def __init__(self, obs_dim: int, actions: int, hidden: int):
         super().__init__()
