@@ -19,3 +19,13 @@ class EnvError(WmlabError):
 
 class CheckpointError(WmlabError):
     """A checkpoint that is missing, unreadable or from another method."""
+
+
+def check_choices(cfg, choices: dict, section: str = "method") -> None:
+    """Raise :class:`ConfigError` naming the first setting of ``cfg`` whose value is not one
+    of its choices: ``check_choices(cfg, {"agent": ("ppo", "random")})`` ->
+    ``method.agent='x'; valid: ppo, random``."""
+    for key, valid in choices.items():
+        value = getattr(cfg, key)
+        if value not in valid:
+            raise ConfigError(f"{section}.{key}={value!r}; valid: {', '.join(map(str, valid))}")

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from tensordict import TensorDictBase
 
-from wmlab.api import DataSpec, EnvSpecs, Method
-from wmlab.errors import ConfigError
+from wmlab.api import DataSpec, EnvSpecs, Method, Policy
+from wmlab.errors import ConfigError, check_choices
 from wmlab.nets import (
     RSSM,
     BernoulliHead,
@@ -91,9 +91,7 @@ class Dreamer(Method):
 
     def __init__(self, cfg, specs: EnvSpecs):
         super().__init__(cfg, specs)
-        for key, valid in (("actor_dist", ACTOR_DISTS), ("rssm_cell", CELLS), ("cnn_act", tuple(ACTIVATIONS))):
-            if getattr(cfg, key) not in valid:
-                raise ConfigError(f"method.{key}={getattr(cfg, key)!r}; valid: {', '.join(valid)}")
+        check_choices(cfg, {"actor_dist": ACTOR_DISTS, "rssm_cell": CELLS, "cnn_act": tuple(ACTIVATIONS)})
         low, high = specs.action_low.float().reshape(-1), specs.action_high.float().reshape(-1)
         if specs.discrete:  # one-hot actions: the model's action is the env's
             low, high = -torch.ones(specs.action_dim), torch.ones(specs.action_dim)

@@ -9,7 +9,7 @@ import torch
 from tensordict import TensorDictBase
 
 from wmlab.api import DataSpec, EnvSpecs
-from wmlab.errors import ConfigError
+from wmlab.errors import check_choices
 from wmlab.nets import RSSM, Imagination, RSSMState, ema_update_
 from wmlab.nets.world_model import Sequences
 from wmlab.samplers import Windows
@@ -67,10 +67,7 @@ class DreamerV2(Dreamer):
     }
 
     def __init__(self, cfg, specs: EnvSpecs):
-        if cfg.actor_grad not in ACTOR_GRADS:
-            raise ConfigError(f"method.actor_grad={cfg.actor_grad!r}; valid: {', '.join(ACTOR_GRADS)}")
-        if cfg.clip_rewards not in REWARD_TRANSFORMS:
-            raise ConfigError(f"method.clip_rewards={cfg.clip_rewards!r}; valid: {', '.join(REWARD_TRANSFORMS)}")
+        check_choices(cfg, {"actor_grad": ACTOR_GRADS, "clip_rewards": tuple(REWARD_TRANSFORMS)})
         super().__init__(cfg, specs)
         self.slow_value = copy.deepcopy(self.value).requires_grad_(False)
 

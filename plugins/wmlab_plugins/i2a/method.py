@@ -8,7 +8,7 @@ from tensordict import TensorDictBase
 
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy, Stage
-from wmlab.errors import ConfigError
+from wmlab.errors import ConfigError, check_choices
 from wmlab.replay import EPISODE
 
 from .config import AGENTS, OPTIMIZERS, SIZES, I2AConfig
@@ -104,12 +104,7 @@ class I2A(Method):
 
     def __init__(self, cfg, specs: EnvSpecs):
         super().__init__(cfg, specs)
-        if cfg.agent not in AGENTS:
-            raise ConfigError(f"method.agent={cfg.agent!r}; valid: {', '.join(AGENTS)}")
-        if cfg.size not in SIZES:
-            raise ConfigError(f"method.size={cfg.size!r}; valid: {', '.join(SIZES)}")
-        if cfg.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"method.optimizer={cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        check_choices(cfg, {"agent": AGENTS, "size": SIZES, "optimizer": OPTIMIZERS})
         if cfg.size != "standard" and cfg.agent != "model_free":
             raise ConfigError(f"method.size={cfg.size} is the model-free baseline's "
                               f"(method.agent=model_free); method.agent={cfg.agent} has one size")

@@ -6,7 +6,7 @@ import torch
 from tensordict import TensorDictBase
 
 from wmlab.api import EnvSpecs, Stage
-from wmlab.errors import ConfigError
+from wmlab.errors import check_choices
 from wmlab.nets import Imagination, RSSMState, TanhNormalActor, frozen
 from wmlab.nets.world_model import Sequences
 
@@ -45,8 +45,7 @@ class Plan2Explore(Dreamer):
                                     "ensemble_units": 16, "ensemble_layers": 1, "adapt_updates": 5}}}
 
     def __init__(self, cfg, specs: EnvSpecs):
-        if cfg.disag_target not in TARGETS:
-            raise ConfigError(f"method.disag_target={cfg.disag_target!r}; valid: {', '.join(TARGETS)}")
+        check_choices(cfg, {"disag_target": TARGETS})
         super().__init__(cfg, specs)
         rssm = self.world_model.rssm
         self.expl_actor = self.build_actor(rssm.feat_dim)

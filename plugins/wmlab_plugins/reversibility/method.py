@@ -8,7 +8,7 @@ from tensordict import TensorDictBase
 
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy, Stage
-from wmlab.errors import ConfigError
+from wmlab.errors import ConfigError, check_choices
 from wmlab.returns import gae
 from wmlab.samplers import FIRST, LATER, SECOND, Pairs
 
@@ -105,12 +105,7 @@ class Reversibility(Method):
     @staticmethod
     def check(cfg, specs: EnvSpecs) -> None:
         """Reject settings and envs the method cannot run, each with one line."""
-        if cfg.mode not in MODES:
-            raise ConfigError(f"method.mode={cfg.mode!r}; valid: {', '.join(MODES)}")
-        if cfg.agent not in AGENTS:
-            raise ConfigError(f"method.agent={cfg.agent!r}; valid: {', '.join(AGENTS)}")
-        if cfg.psi_form not in PSI_FORMS:
-            raise ConfigError(f"method.psi_form={cfg.psi_form!r}; valid: {', '.join(PSI_FORMS)}")
+        check_choices(cfg, {"mode": MODES, "agent": AGENTS, "psi_form": PSI_FORMS})
         if not 0.0 < float(cfg.threshold) < 1.0:
             raise ConfigError(f"method.threshold={cfg.threshold} must lie strictly between 0 and 1 "
                               f"(it is compared with probabilities)")

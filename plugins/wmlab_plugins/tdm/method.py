@@ -7,7 +7,7 @@ from tensordict import TensorDictBase
 
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy
-from wmlab.errors import ConfigError
+from wmlab.errors import ConfigError, check_choices
 from wmlab.samplers import HORIZON, GoalRelabel
 
 from . import losses
@@ -78,10 +78,7 @@ class TDM(Method):
         if specs.extra_obs[ACHIEVED].shape != specs.extra_obs[DESIRED].shape:
             raise ConfigError(f"tdm needs {ACHIEVED} and {DESIRED} of one shape; {specs.name}'s: "
                               f"{specs.extra_obs[ACHIEVED].shape}, {specs.extra_obs[DESIRED].shape}")
-        if cfg.variant not in VARIANTS:
-            raise ConfigError(f"method.variant={cfg.variant!r}; valid: {', '.join(VARIANTS)}")
-        if cfg.her_reward not in HER_REWARDS:
-            raise ConfigError(f"method.her_reward={cfg.her_reward!r}; valid: {', '.join(HER_REWARDS)}")
+        check_choices(cfg, {"variant": VARIANTS, "her_reward": HER_REWARDS})
         if cfg.max_tau < 0:
             raise ConfigError(f"method.max_tau={cfg.max_tau} must be >= 0")
         if specs.discrete:

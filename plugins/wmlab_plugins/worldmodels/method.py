@@ -11,7 +11,7 @@ from tensordict import TensorDictBase
 
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy, Search, Stage
-from wmlab.errors import ConfigError
+from wmlab.errors import ConfigError, check_choices
 
 from .config import COLLECT_POLICIES, CONTROLLER_INPUTS, DREAM_DONE, TRAIN_IN, WorldModelsConfig
 from .networks import (MDNRNN, VAE, controller_act, controller_shapes, mdn_loss,
@@ -109,10 +109,8 @@ class WorldModels(Method):
 
     @staticmethod
     def _check(cfg, specs: EnvSpecs) -> None:
-        for name, valid in (("train_in", TRAIN_IN), ("controller_input", CONTROLLER_INPUTS),
-                            ("collect_policy", COLLECT_POLICIES), ("dream_done", DREAM_DONE)):
-            if getattr(cfg, name) not in valid:
-                raise ConfigError(f"method.{name}={getattr(cfg, name)!r}; valid: {', '.join(valid)}")
+        check_choices(cfg, {"train_in": TRAIN_IN, "controller_input": CONTROLLER_INPUTS,
+                            "collect_policy": COLLECT_POLICIES, "dream_done": DREAM_DONE})
         if specs.obs_kind != "pixels" or tuple(specs.obs_shape) != (3, 64, 64):
             raise ConfigError(f"worldmodels reads 64x64 RGB frames (env.obs=pixels, image_size 64, "
                               f"grayscale false); {specs.name} gives {specs.obs_kind} "
