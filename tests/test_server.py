@@ -31,6 +31,7 @@ def test_the_server_command_serves_the_local_store_and_its_artifacts(tmp_path):
     assert "--serve-artifacts" in cmd
     assert cmd[cmd.index("--artifacts-destination") + 1] == (tmp_path / "mlflow" / "artifacts").as_uri()
     assert "MLFLOW_TRACKING_URI" not in env
+    assert env["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] == "NullPool"  # no pool to run out of
     cmd, _ = server_command("postgresql://u@db/mlflow", 5123, "0.0.0.0", artifacts=str(tmp_path / "a"))
     assert cmd[cmd.index("--backend-store-uri") + 1] == "postgresql://u@db/mlflow"
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"

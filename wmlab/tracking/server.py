@@ -104,6 +104,11 @@ def server_command(store_uri: str | None, port: int = 5000, host: str = DEFAULT_
     env = dict(os.environ)
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env.pop("MLFLOW_TRACKING_URI", None)
+    if uri.startswith("sqlite:"):
+        # every request opens its own SQLite connection: with SQLAlchemy's default pool (5 + 10
+        # connections) the requests of a few runs logging at once, each waiting on SQLite's
+        # write lock, used up the pool and failed after its 30 s timeout
+        env.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
     return cmd, env
 
 
