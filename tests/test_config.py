@@ -66,6 +66,17 @@ def test_unknown_preset_lists_valid():
         compose("toy", Toy, "cheetah-run", presets=["huge"])
 
 
+def test_method_and_env_in_a_preset_name_stand_for_the_runs():
+    """One sweep over several methods gives each its own preset."""
+    from wmlab import registry
+
+    with pytest.raises(ConfigError, match="unknown preset 'toy-cheetah-run-small'"):
+        compose("toy", Toy, "cheetah-run", presets=["{method}-{env}-small"])
+    cls, _ = registry.load_method("tdmpc")
+    cfg = compose("tdmpc", cls, "cartpole-swingup", presets=["{method}-cartpole-swingup-small"])
+    assert cfg.method.mlp_dim == 128  # configs/experiments/tdmpc-cartpole-swingup-small.yaml
+
+
 def test_bad_file(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text("run: [1, 2\n")

@@ -63,6 +63,33 @@ def test_a_resumed_tracker_logs_each_step_once(tmp_path):
     assert sorted(values) == [1.0, 2.0]  # the first attempt's value at 20 is kept
 
 
+def test_a_tracker_resumed_from_counts_drops_exactly_what_the_run_holds_past_them(tmp_path):
+    """Offline and search stages log many values at one env step; the counts a checkpoint
+    keeps say where in them the replay starts."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = OmegaConf.create({"tracking": {"uri": uri, "experiment": "wmlab"}})
+    first = Tracker.start(cfg, method="m", env="e", seed=1, plugin_dist="d", plugin_version="1")
+    first.log_metrics({"eval": 1.0, "loss": 0.0}, step=800)  # the collect stage's last eval
+    for update in range(5):  # an offline stage at env step 800
+        first.log_metrics({"loss": 1.0 + update}, step=800)
+        if update == 1:
+            first.flush()
+            counts = first.metric_counts()  # a checkpoint after two updates
+    first.flush()  # then the process dies
+    assert counts == {"eval": 1, "loss": 3}
+    again = Tracker.start(cfg, method="m", env="e", seed=1, plugin_dist="d", plugin_version="1",
+                          run_id=first.run_id)
+    again.resume_from(counts)
+    for update in range(2, 7):  # replays updates 2-4, then goes on
+        again.log_metrics({"loss": 1.0 + update}, step=800)
+    again.log_metrics({"eval": 2.0}, step=800)  # the final eval, at the same env step
+    assert again.metric_counts() == {"eval": 2, "loss": 8}
+    again.end()
+    client = again.client
+    assert [m.value for m in client.get_metric_history(first.run_id, "loss")] == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert [m.value for m in client.get_metric_history(first.run_id, "eval")] == [1.0, 2.0]
+
+
 # --- runs whose process is gone ------------------------------------------------------------
 
 
@@ -94,10 +121,15 @@ def test_a_reused_pid_does_not_keep_a_run_alive(tmp_path):
 # --- end to end: SIGTERM, kill -9, checkpoints by time --------------------------------------
 
 
-def start_fit(folder: Path, *args: str) -> subprocess.Popen:
+def start(folder: Path, *argv: str) -> subprocess.Popen:
+    """``wmlab ARGV`` in a process of its own, on the store in ``folder``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
-    return subprocess.Popen([sys.executable, "-m", "wmlab.cli", "fit", *DEBUG, *args], cwd=folder,
+    return subprocess.Popen([sys.executable, "-m", "wmlab.cli", *argv], cwd=folder,
                             env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+
+
+def start_fit(folder: Path, *args: str) -> subprocess.Popen:
+    return start(folder, "fit", *DEBUG, *args)
 
 
 def wait_for(proc: subprocess.Popen, pattern: bytes, timeout: float = 240.0) -> bytes:
@@ -235,3 +267,52 @@ def test_a_resumed_run_logs_what_the_uninterrupted_run_logs(tmp_path, monkeypatc
     assert got.keys() == expected.keys()
     for key in expected:
         assert got[key] == expected[key], key
+
+
+# --- kill -9 in every stage kind of a staged method -----------------------------------------
+
+STAGED = ["--method", "worldmodels", "--env", "doom:take-cover", "--preset", "debug", "run.threads=1",
+          "eval.video=false", "checkpoint.every=200", "eval.every=400", "method.collect_steps=800",
+          "method.vae_updates=300", "method.generations=40", "method.dream_steps=100"]
+
+
+def metric_steps(client, run_id: str) -> dict[str, list[int]]:
+    """``{metric: [env step of every value, sorted]}``, throughput left out (several values
+    may share a step: the offline and search stages take no env step)."""
+    return {k: sorted(m.step for m in client.get_metric_history(run_id, k))
+            for k in client.get_run(run_id).data.metrics if not k.startswith("time/")}
+
+
+@pytest.mark.slow
+def test_kill_9_in_each_stage_kind_of_a_staged_method(tmp_path, monkeypatch):
+    """World Models (collect -> vae and mdn, offline -> controller, a search in the dream),
+    killed with -9 in its collect stage, in its first offline stage and in its search, each
+    time resumed: the run finishes, and every metric holds as many values at each env step
+    as the same run left alone (nothing lost, nothing logged twice)."""
+    pytest.importorskip("vizdoom")
+    alone, killed = tmp_path / "alone", tmp_path / "killed"
+    alone.mkdir(), killed.mkdir()
+    monkeypatch.chdir(alone)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{alone / 'mlflow.db'}")
+    assert main(["fit", *STAGED]) == 0
+    expected = metric_steps(client_for(f"sqlite:///{alone / 'mlflow.db'}"), only_run(
+        client_for(f"sqlite:///{alone / 'mlflow.db'}")).info.run_id)
+
+    proc = start(killed, "fit", *STAGED)
+    wait_for(proc, rb"eval at 400 env steps: episode 1/1")  # collecting, a checkpoint at 400
+    proc.kill()
+    proc.wait(timeout=30)
+    client = client_for(f"sqlite:///{killed / 'mlflow.db'}")
+    run_id = only_run(client).info.run_id
+    for marker in (rb"\[vae\]:", rb"\[controller\]:"):  # an offline stage, then the search
+        proc = start(killed, "fit", "--resume", run_id)
+        wait_for(proc, marker)
+        proc.kill()
+        proc.wait(timeout=30)
+        assert client.get_run(run_id).info.status == "RUNNING"  # nobody ended it
+
+    monkeypatch.chdir(killed)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{killed / 'mlflow.db'}")
+    assert main(["fit", "--resume", run_id]) == 0
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert metric_steps(client, run_id) == expected

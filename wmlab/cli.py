@@ -385,7 +385,7 @@ def _log_eval(cfg, state: dict, ckpt: Path, result, video: Path | None, video_si
     from mlflow.exceptions import MlflowException
 
     from wmlab.errors import WmlabError
-    from wmlab.tracking import client_for, experiment_id
+    from wmlab.tracking import client_for, experiment_id, store
     from wmlab.tracking.lookup import unique_run_name
 
     steps = int(state["progress"]["env_steps"])
@@ -401,7 +401,9 @@ def _log_eval(cfg, state: dict, ckpt: Path, result, video: Path | None, video_si
                 parent = None
         exp_id = parent.info.experiment_id if parent else experiment_id(client, cfg.tracking.experiment)
         base = f"eval-{parent.info.run_name if parent else state['method'] + '-' + state['env']}-{steps}"
-        tags = {"mlflow.source.name": "wmlab eval", "mlflow.source.type": "LOCAL",
+        # owner tags: a process killed between creating and ending this run leaves it for the
+        # next command to mark KILLED, as a fit's run
+        tags = {**store.owner_tags(), "mlflow.source.name": "wmlab eval", "mlflow.source.type": "LOCAL",
                 "wmlab.method": state["method"], "wmlab.env": state["env"], "wmlab.seed": str(cfg.run.seed),
                 "wmlab.checkpoint": str(ckpt)}
         if parent:

@@ -361,6 +361,9 @@ def compose(
         if env_pattern_matches(env_name, pattern):
             layers.append((layer, f"{method_name} env preset {pattern!r}"))
     for preset in presets:
+        # "{method}" and "{env}" in a preset's name stand for this run's, so one sweep over
+        # several methods can give each its own preset (e.g. "{method}-cartpole-swingup-small")
+        preset = preset.replace("{method}", method_name).replace("{env}", env_name)
         found = False
         for folder in PRESET_DIRS:
             path = cdir / folder / f"{preset}.yaml"

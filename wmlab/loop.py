@@ -469,6 +469,12 @@ def checkpoint_state(run: Run, trainer: L.Trainer | None) -> dict[str, Any]:
         "rng": checkpoint.rng_state(),
         "env_rng": env_rng_states(run.env),
         "eval_pending": run.eval_pending,
+        # the latest evaluation, so a resumed run evaluates where the run left alone would
+        "last_eval": None if run.last_eval_step is None else {
+            "return": float(run.last_eval), "step": int(run.last_eval_step),
+            "updates": [int(u) for u in run.last_eval_updates]},
+        # values logged per metric up to here (flushed first): a resume drops what it logs again
+        "metric_counts": getattr(run.tracker, "metric_counts", lambda: None)(),
     }
     run.method.on_save_checkpoint(state)
     return state
@@ -549,6 +555,12 @@ def restore(run: Run, ckpt: Path, state: dict[str, Any]) -> None:
     checkpoint.set_rng_state(state["rng"])
     set_env_rng_states(run.env, state.get("env_rng"))
     run.eval_pending = bool(state.get("eval_pending", False))
+    if state.get("last_eval"):
+        last = state["last_eval"]
+        run.last_eval, run.last_eval_step = last["return"], last["step"]
+        run.last_eval_updates = tuple(last["updates"])
+    if run.tracker is not None and hasattr(run.tracker, "resume_from"):
+        run.tracker.resume_from(state.get("metric_counts"))
     if not checkpoint.load_replay(ckpt, run.replay, state.get("version", 1)):
         log.warning("%s holds no replay buffer; resuming with an empty one", ckpt)
     run.optimizer_states = state.get("optimizers", [])
@@ -601,7 +613,9 @@ def run_stage(run: Run, stage: Stage) -> None:
     run.method.on_stage_start(stage)
     if len(run.method.stages()) > 1:  # make the phases easy to tell apart in MLflow
         run.tracker.set_tag("wmlab.stage", stage.name)
-        run.tracker.log_metrics({"progress/stage": run.progress.stage_index}, step=run.progress.env_steps)
+        p = run.progress
+        if p.stage_env_steps == p.stage_updates == p.stage_generations == 0:  # begun, not resumed
+            run.tracker.log_metrics({"progress/stage": p.stage_index}, step=p.env_steps)
     kind = stage.kind
     total = {"offline": stage.updates or 0,
              "search": stage.search.generations if stage.search else 0}.get(kind, stage_budget(run, stage))

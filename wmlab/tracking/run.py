@@ -175,13 +175,18 @@ class Tracker:
     floats together (one host transfer per device, not one per value).
 
     Exact curves across resume: the core flushes before every checkpoint, so everything
-    logged up to a checkpoint is stored before the checkpoint exists; a run resumed from it
-    replays the env steps after it and logs their metrics again. A resumed tracker
-    (``resumed=True``) therefore reads, per metric, the last env step the run holds and how
-    many values it holds there (:func:`~wmlab.tracking.store.logged_so_far`), and drops what
-    is logged again up to that point: each metric keeps one value per env step, with no gap,
+    logged up to a checkpoint is stored before the checkpoint exists, and the checkpoint
+    holds how many values of each metric the run had logged (:meth:`metric_counts`). A run
+    resumed from it replays what came after and logs those values again;
+    :meth:`resume_from` gives the tracker the checkpoint's counts, and it drops, per
+    metric, as many values as the run holds beyond them. Every metric thus keeps what the
+    run left alone would hold (one value per env step for the env-step clocked ones; as many
+    as it logs for those of offline and search stages, which take no env step), with no gap,
     whether the previous attempt ended by Ctrl-C, SIGTERM, ``kill -9`` or a power loss (the
-    replayed steps log the same values where the resume is deterministic).
+    replayed steps log the same values where the resume is deterministic). Checkpoints
+    without counts (written before they existed) fall back to the env step: the tracker
+    reads, per metric, the last env step the run holds and how many values it holds there
+    (:func:`~wmlab.tracking.store.logged_so_far`) and drops what is logged again up to it.
     """
 
     def __init__(self, client: "MlflowClient", run_id: str, *, experiment_name: str = "",
@@ -205,6 +210,8 @@ class Tracker:
         # resumed: {metric: [last env step stored, values stored there not yet seen again]}
         self._stored = ({k: list(v) for k, v in store.logged_so_far(client, run_id).items()}
                         if resumed else {})
+        self._counts: dict[str, int] = {}  # values logged per metric over the whole run
+        self._skip: dict[str, int] = {}  # values a resumed run logs again, still to drop
 
     # --- creation ----------------------------------------------------------------------
     @classmethod
@@ -363,6 +370,10 @@ class Tracker:
             if key not in self._valid_keys:
                 _check_metric_name(key)
                 self._valid_keys.add(key)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            if self._skip.get(key):
+                self._skip[key] -= 1
+                continue
             if self._stored and self._logged_before(key, step):
                 continue
             if tensor is not None and isinstance(value, tensor):
@@ -382,6 +393,22 @@ class Tracker:
                        or time.monotonic() - self._held_since >= self.flush_every_s)
             if due:
                 self._send(self._release_held())
+
+    def metric_counts(self) -> dict[str, int]:
+        """How many values of each metric the run has logged so far, those a resume dropped
+        as already stored included (a checkpoint keeps them; see :meth:`resume_from`)."""
+        return dict(self._counts)
+
+    def resume_from(self, counts: Mapping[str, int] | None) -> None:
+        """Continue from a checkpoint that recorded ``counts`` (:meth:`metric_counts` when it
+        was written): the values the run holds beyond them are logged again by the replay,
+        and dropped. ``None`` (an older checkpoint) keeps the fallback by env step."""
+        if counts is None:
+            return
+        held = store.logged_counts(self.client, self._run_id)
+        self._counts = {str(k): int(v) for k, v in counts.items()}
+        self._skip = {k: n - self._counts.get(k, 0) for k, n in held.items() if n > self._counts.get(k, 0)}
+        self._stored = {}
 
     def _logged_before(self, key: str, step: int) -> bool:
         """Whether the run already holds this value of ``key`` at ``step`` (logged by the
