@@ -56,6 +56,9 @@ def probe(argv, tmp_path):
     (["fit", "--method", "tdmpc", "--env", "cheetah-run", "env.sticky_actions=0.1"], 2, "unknown config key 'env.sticky_actions'"),
     (["fit", "--method", "tdmpc", "--env", "cheetah-run", "--preset", "nope"], 2, "valid presets: debug"),
     (["config", "--method", "dreamer", "--env", "cheetah-run", "--config", "missing.yaml"], 2, "config file not found"),
+    # dreamer learns from pixels on dm_control: a GL backend that cannot load, before any import
+    (["fit", "--method", "dreamer", "--env", "cheetah-run"], 2, "MUJOCO_GL=nosuch is not a backend"),
+    (["fit", "--method", "tdmpc", "--env", "cheetah-run", "eval.video=true"], 2, "MUJOCO_GL=nosuch"),
 ])
 def test_quick_answers_import_nothing_heavy(argv, code, message, warm_index, tmp_path):
     got, heavy, err = probe(argv, tmp_path)

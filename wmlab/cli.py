@@ -307,8 +307,9 @@ def cmd_fit(args) -> int:
         if not args.method or not args.env:
             raise ConfigError("fit needs --method and --env (or --resume); `wmlab list` shows methods")
         early = _check_input(args)
-        if early is not None:  # folders and tracking store, before importing the plugins
+        if early is not None:  # folders, tracking store and GL, before importing the plugins
             preflight.storage(early)
+            preflight.rendering_early(early, args.env)
         cls, plugin = registry.load_method(args.method)
         cfg = compose(args.method, cls, args.env, presets=args.preset, files=args.config,
                       overrides=args.overrides)

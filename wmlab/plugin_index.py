@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 _SIMPLE = {"int": int, "float": float, "bool": bool, "str": str}
 _MISSING_DEFAULT = "???"  # OmegaConf's MISSING
 
@@ -191,6 +191,7 @@ def describe(group: str, obj: Any) -> dict[str, Any]:
     else:
         entry["tasks"] = (_optional(lambda: sorted(str(t) for t in obj().tasks()))
                           if getattr(obj, "fixed_tasks", False) is True else None)
+        entry["always_uses_gl"] = getattr(obj, "always_uses_gl", False) is True
     return entry
 
 
@@ -268,7 +269,20 @@ def family_stand_in(entry: dict[str, Any]) -> Optional[type]:
     if entry.get("config") is None:
         return None
     fields = entry["config"]
-    return type("IndexedFamily", (), {"Config": _config_class("IndexedEnvConfig", fields) if fields else None})
+    return type("IndexedFamily", (), {"Config": _config_class("IndexedEnvConfig", fields) if fields else None,
+                                      "always_uses_gl": bool(entry.get("always_uses_gl", False))})
+
+
+def always_uses_gl(env: str) -> bool:
+    """Whether the index says the family of ``env`` renders every task through OpenGL."""
+    from wmlab import registry
+    from wmlab.envs import split_family
+
+    try:
+        entry = lookup(registry.info(registry.ENVS, split_family(env)[0]))
+    except Exception:  # an unknown family: the full checks say so later
+        return False
+    return bool(entry and entry.get("always_uses_gl"))
 
 
 # --- early input checks -------------------------------------------------------------------

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from wmlab.errors import WmlabError
+from wmlab.errors import EnvError, WmlabError
 
 #: seconds a tracking server has to answer the probe
 SERVER_TIMEOUT_S = 5.0
@@ -101,6 +101,15 @@ def tracking_store(cfg_uri: str | None) -> str:
     return uri
 
 
+def _video(cfg: Any) -> bool:
+    """Whether a fit of ``cfg`` records eval videos."""
+    return bool(cfg.eval.video) and (cfg.eval.every > 0 or bool(cfg.eval.final))
+
+
+def _needed_for(pixels: bool) -> str:
+    return "pixel observations" if pixels else "videos (eval.video)"
+
+
 def rendering(family: Any, task: str, env_cfg: Any, *, video: bool) -> None:
     """Make sure rendering works if this run renders (pixel observations, or ``video``)
     through MuJoCo's OpenGL; nothing otherwise (GL is not touched)."""
@@ -112,7 +121,18 @@ def rendering(family: Any, task: str, env_cfg: Any, *, video: bool) -> None:
         return
     from wmlab import gl
 
-    gl.require("pixel observations" if pixels else "videos (eval.video)")
+    gl.require(_needed_for(pixels))
+
+
+def rendering_early(cfg: Any, env: str) -> None:
+    """Before any plugin is imported: a run that renders, of a family that renders every
+    task through OpenGL (the plugin index says so), with a ``MUJOCO_GL`` backend that
+    cannot load (an unknown name, a missing library; found without loading it)."""
+    from wmlab import gl, plugin_index
+
+    pixels = str(cfg.env.get("obs", "")) == "pixels"
+    if (pixels or _video(cfg)) and gl.problem() is not None and plugin_index.always_uses_gl(env):
+        raise EnvError(gl.message(gl.problem(), _needed_for(pixels)))
 
 
 def storage(cfg: Any, *, run_id: str | None = None) -> None:
@@ -128,5 +148,4 @@ def storage(cfg: Any, *, run_id: str | None = None) -> None:
 def fit(cfg: Any, family: Any, task: str, *, run_id: str | None = None) -> None:
     """Everything ``wmlab fit`` needs, checked before the envs are built."""
     storage(cfg, run_id=run_id)
-    video = bool(cfg.eval.video) and (cfg.eval.every > 0 or bool(cfg.eval.final))
-    rendering(family, task, cfg.env, video=video)
+    rendering(family, task, cfg.env, video=_video(cfg))

@@ -216,11 +216,17 @@ class EnvFamily:
         """
         raise NotImplementedError
 
+    #: every task renders through MuJoCo's OpenGL (``uses_gl`` is True whatever the task):
+    #: kept in the plugin index, so the CLI finds a missing GL library before it imports a
+    #: method. Optional, False by default.
+    always_uses_gl: ClassVar[bool] = False
+
     def uses_gl(self, name: str, cfg: Any) -> bool:
         """Whether rendering task ``name`` (pixel observations, videos) needs an OpenGL
         context through MuJoCo (``MUJOCO_GL``): the CLI then checks that one can be made
-        before any env step (:func:`wmlab.gl.require`). Optional: False by default."""
-        return False
+        before any env step (:func:`wmlab.gl.require`). Optional: ``always_uses_gl`` by
+        default."""
+        return bool(self.always_uses_gl)
 
     def eval_metrics(self, env: Any, last: Any) -> dict[str, float]:
         """Metrics of one evaluation episode besides its return, from its last step:

@@ -372,9 +372,7 @@ class DMControl(EnvFamily):
     Config = DMControlConfig
     fixed_tasks = True
 
-    def uses_gl(self, name: str, cfg: Any) -> bool:
-        """Every task renders through MuJoCo's OpenGL context."""
-        return True
+    always_uses_gl = True  # every task is a MuJoCo simulation, drawn through OpenGL
 
     def tasks(self) -> list[str]:
         """Every suite task (``dm_control.suite.ALL_TASKS``) as ``domain-task``, sorted."""
