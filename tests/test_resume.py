@@ -124,8 +124,15 @@ def test_a_reused_pid_does_not_keep_a_run_alive(tmp_path):
 def start(folder: Path, *argv: str) -> subprocess.Popen:
     """``wmlab ARGV`` in a process of its own, on the store in ``folder``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
-    return subprocess.Popen([sys.executable, "-m", "wmlab.cli", *argv], cwd=folder,
+    return subprocess.Popen([sys.executable, "-m", "wmlab.cli", *argv], cwd=folder, start_new_session=True,
                             env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+
+
+def kill_9(proc: subprocess.Popen) -> None:
+    """``kill -9`` of the run and what it started (ViZDoom's game processes), as a
+    scheduler kills a job; they would outlive it otherwise."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
 
 
 def start_fit(folder: Path, *args: str) -> subprocess.Popen:
@@ -246,14 +253,22 @@ def test_a_resumed_run_logs_what_the_uninterrupted_run_logs(tmp_path, monkeypatc
     the batch of each update is drawn right before it)."""
     args = ["run.steps=600", "eval.every=100", "checkpoint.every=200", "checkpoint.minutes=0",
             "tracking.log_every=1"]
+    assert_resume_matches_the_run_left_alone(tmp_path, monkeypatch, [*DEBUG, *args],
+                                             rb"eval at 300 env steps: episode 1/1")
+
+
+def assert_resume_matches_the_run_left_alone(tmp_path, monkeypatch, argv, after: bytes):
+    """``wmlab fit ARGV`` left alone, and the same killed (-9) once its output shows
+    ``after`` (a checkpoint written before it), then resumed: every metric has the same
+    values at the same env steps."""
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     whole.mkdir()
     cut.mkdir()
     monkeypatch.chdir(whole)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{whole / 'mlflow.db'}")
-    assert main(["fit", *DEBUG, *args]) == 0
-    proc = start_fit(cut, *args)
-    wait_for(proc, rb"eval at 300 env steps: episode 1/1")  # the checkpoint at 200 is written
+    assert main(["fit", *argv]) == 0
+    proc = start(cut, "fit", *argv)
+    wait_for(proc, after)
     proc.kill()
     proc.wait(timeout=30)
     cut_client = mlflow.MlflowClient(f"sqlite:///{cut / 'mlflow.db'}")
@@ -300,15 +315,13 @@ def test_kill_9_in_each_stage_kind_of_a_staged_method(tmp_path, monkeypatch):
 
     proc = start(killed, "fit", *STAGED)
     wait_for(proc, rb"eval at 400 env steps: episode 1/1")  # collecting, a checkpoint at 400
-    proc.kill()
-    proc.wait(timeout=30)
+    kill_9(proc)
     client = client_for(f"sqlite:///{killed / 'mlflow.db'}")
     run_id = only_run(client).info.run_id
     for marker in (rb"\[vae\]:", rb"\[controller\]:"):  # an offline stage, then the search
         proc = start(killed, "fit", "--resume", run_id)
         wait_for(proc, marker)
-        proc.kill()
-        proc.wait(timeout=30)
+        kill_9(proc)
         assert client.get_run(run_id).info.status == "RUNNING"  # nobody ended it
 
     monkeypatch.chdir(killed)
@@ -316,3 +329,31 @@ def test_kill_9_in_each_stage_kind_of_a_staged_method(tmp_path, monkeypatch):
     assert main(["fit", "--resume", run_id]) == 0
     assert client.get_run(run_id).info.status == "FINISHED"
     assert metric_steps(client, run_id) == expected
+
+
+def test_a_run_resumed_without_its_replay_refills_it_first(tmp_path, monkeypatch):
+    """``checkpoint.replay=false``: the resumed run collects a prefill's worth with its
+    policy before its next update (that used to fail: no window in an empty replay); those
+    steps earn no updates, so the updates keep to the train ratio."""
+    from wmlab import checkpoint
+    from wmlab.data import Collection
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    step = Collection.step
+
+    def interrupted(self):
+        if self.progress.env_steps >= 300:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(Collection, "step", interrupted)
+    args = [*DEBUG, "run.steps=500", "eval.every=0", "checkpoint.replay=false"]
+    assert main(["fit", *args]) == 130
+    monkeypatch.setattr(Collection, "step", step)
+    run_dir, = Path("checkpoints").iterdir()
+    assert main(["fit", "--resume", str(run_dir)]) == 0
+    p = checkpoint.load(run_dir)[1]["progress"]
+    assert p["env_steps"] == 500 and p["stage_refill_steps"] == 50  # the debug preset's prefill
+    # action repeat 2, prefill 50 policy steps, one update per policy step after it
+    assert p["updates"] == 500 // 2 - 50 - p["stage_refill_steps"]

@@ -191,6 +191,9 @@ class Progress:
     generations: int = 0
     """Search generations finished (all search stages)."""
     stage_generations: int = 0
+    stage_refill_steps: int = 0
+    """Policy steps this stage collected to refill a replay that a resume came back without
+    (``checkpoint.replay=false``); like a prefill's, they earn no updates."""
 
     def state_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -122,7 +122,9 @@ class CheckpointConfig:
     dir: str = "checkpoints"
     """Checkpoints go to ``<dir>/<mlflow run id>/``."""
     replay: bool = True
-    """Save the replay buffer with the checkpoint (needed for an exact resume)."""
+    """Save the replay buffer with the checkpoint (needed for an exact resume). Without it a
+    resumed run first collects a prefill's worth with its current policy (env steps that
+    count, and earn no updates), then trains on what it collects from there."""
 
 
 @dataclass

@@ -22,6 +22,7 @@ Two iterables feed ``Trainer.fit``:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -36,6 +37,8 @@ from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Progress, Stage
 from wmlab.replay import EPISODE, Replay
 from wmlab.samplers import Windows
+
+log = logging.getLogger("wmlab")
 
 with warnings.catch_warnings():  # importing collectors warns about renamed classes
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -145,6 +148,7 @@ class Collection:
         self.repeat = action_repeat
         self.envs = num_envs(env)
         self.on_step: list[Callable[[TensorDictBase], None]] = []
+        self.before_step: list[Callable[[], None]] = []
         self.on_episode: list[Callable[[float, int], None]] = []
         self.at_episode_boundary = True
         self.collect_seconds = 0.0
@@ -154,6 +158,8 @@ class Collection:
 
     def step(self) -> TensorDictBase:
         """One collector batch: ``steps`` policy steps of every env, ``[N, T]``."""
+        for fn in self.before_step:
+            fn()
         if self._iter is None:
             # the collector may call the policy while it sets up: not with the run's RNG, so a
             # collection started by a resume draws what the interrupted one drew next
@@ -248,7 +254,7 @@ class ReplayStream(StageData, IterableDataset):
         """Updates this stage's ratio allows after the policy steps collected so far."""
         p = self.progress
         stage_start = p.policy_steps - p.stage_env_steps // self.repeat
-        learn_steps = p.policy_steps - max(self.prefill_policy_steps, stage_start)
+        learn_steps = p.policy_steps - max(self.prefill_policy_steps, stage_start) - p.stage_refill_steps
         return math.floor(self.spec.train_ratio * learn_steps) if learn_steps > 0 else 0
 
     def sample(self) -> TensorDictBase:
@@ -266,6 +272,7 @@ class ReplayStream(StageData, IterableDataset):
         # Lightning prefetches one batch, so this may run one ahead of stage_updates,
         # which counts finished updates
         handed = p.stage_updates
+        self.refill()
         while True:
             while self.updates_allowed() <= handed:
                 if self.progress.stage_env_steps >= self.budget:
@@ -273,6 +280,24 @@ class ReplayStream(StageData, IterableDataset):
                 self.collection.step()
             handed += 1
             yield TensorDict({}, batch_size=[])
+
+    def refill(self) -> None:
+        """A run resumed without its replay (``checkpoint.replay=false``) collects with its
+        policy as many policy steps as its prefill took (at least a sequence's worth) before
+        its next update, so there is something to draw. These env steps count on the
+        x-axis; like the prefill's, they earn no updates (``Progress.stage_refill_steps``),
+        so the updates keep to the ratio without a burst."""
+        p = self.progress
+        if len(self.replay) > 0 or p.policy_steps == 0:
+            return
+        want = max(self.prefill_policy_steps, self.spec.sequence_length + 1)
+        log.warning("resumed without a replay: collecting %d policy steps with the current policy "
+                    "before the next update", want)
+        start = p.policy_steps
+        while p.policy_steps - start < want and p.stage_env_steps < self.budget:
+            before = p.policy_steps
+            self.collection.step()
+            p.stage_refill_steps += p.policy_steps - before
 
     def fill(self, batch: TensorDictBase, device: torch.device) -> None:
         """Draw the batch of the update about to run into the placeholder ``batch``."""

@@ -257,12 +257,13 @@ class Clock:
         self.next_ckpt = self._next(run.cfg.checkpoint.every)
         self.ckpt_seconds = 60.0 * float(run.cfg.checkpoint.minutes)
         self.throughput_every = throughput_every
+        self.checkpoint_due = False  # found due by tick, written by settle
         self._mark = (time.monotonic(), p.env_steps, p.updates)
 
     def _next(self, every: int) -> int | None:
         return (self.run.progress.env_steps // every + 1) * every if every > 0 else None
 
-    def tick(self, trainer: L.Trainer | None = None) -> None:
+    def tick(self, trainer: L.Trainer | None = None, *, settle: bool = True) -> None:
         run, p = self.run, self.run.progress
         if process_rank() > 0:  # rank 0 evaluates and checkpoints
             return
@@ -280,7 +281,7 @@ class Clock:
         if self.next_ckpt is not None and p.env_steps >= self.next_ckpt:
             overdue = p.env_steps >= self.next_ckpt + run.specs.episode_policy_steps * run.specs.action_repeat
             if stream is None or stream.at_episode_boundary or overdue:
-                save_checkpoint(run, trainer)
+                self.checkpoint_due = True
                 self.next_ckpt = self._next(run.cfg.checkpoint.every)
         now = time.monotonic()
         t0, s0, u0 = self._mark
@@ -289,6 +290,20 @@ class Clock:
             run.tracker.log_metrics({"time/env_steps_per_s": (p.env_steps - s0) / dt,
                                      "time/updates_per_s": (p.updates - u0) / dt}, step=p.env_steps)
             self._mark = (now, p.env_steps, p.updates)
+        if settle:
+            self.settle(trainer)
+
+    def settle(self, trainer: L.Trainer | None = None) -> None:
+        """Write the checkpoint :meth:`tick` found due, then act on a stop asked for. After an
+        update, this waits for the update's metrics: Lightning logs them after
+        ``on_train_batch_end``, so :class:`Ticks` settles at the next batch's start (before it
+        is filled) or at the stage's end, and the checkpoint counts them (see Tracker)."""
+        if process_rank() > 0:
+            return
+        run = self.run
+        if self.checkpoint_due:
+            self.checkpoint_due = False
+            save_checkpoint(run, trainer)
         if run.stop.signum is not None:
             if trainer is not None and trainer.optimizers:  # the states the checkpoint needs
                 run.optimizer_states = current_optimizer_states(run, trainer)
@@ -316,8 +331,13 @@ class Ticks(Callback):
         if self.stage.kind == "offline":
             p.offline_updates += 1
         self.bar.refresh()
-        self.run.clock.tick(trainer)
+        self.run.clock.tick(trainer, settle=False)
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.run.clock.settle(trainer)  # before FillBatch collects or draws
+
+    def on_train_end(self, trainer, pl_module):
+        self.run.clock.settle(trainer)
 
 
 class FillBatch(Callback):
@@ -599,6 +619,9 @@ def make_collection(run: Run, stage: Stage, spec: DataSpec) -> Collection:
     collection.on_step.append(lambda td: log_episodes(run))
     collection.on_step.extend(run.step_listeners)
     if not spec.on_policy:  # (a rollout is ticked after its update: a checkpoint between would lose it)
+        # a checkpoint found due after an update is written before the env moves on (the
+        # replay stream collects while Lightning fetches, before the next batch starts)
+        collection.before_step.append(lambda: run.clock.settle(run.trainer))
         collection.on_step.append(lambda td: run.clock.tick(run.trainer))
     collection.on_episode.append(lambda ret, length: on_episode(run, ret, length))
     return collection
@@ -652,13 +675,13 @@ def run_gradient(run: Run, stage: Stage, bar: ProgressBar) -> None:
         collection = make_collection(run, stage, spec)
         run.stream = RolloutStream(collection=collection, progress=run.progress, stage_env_steps=budget,
                                    action_repeat=run.specs.action_repeat)
-        callbacks.insert(0, FillBatch(run))
+        callbacks.append(FillBatch(run))  # after Ticks: its checkpoint comes before the filling
     else:
         collection = None if stage.collects == "none" else make_collection(run, stage, spec)
         run.stream = ReplayStream(collection=collection, replay=run.replay, spec=spec, progress=run.progress,
                                   stage=stage, stage_env_steps=budget, action_repeat=run.specs.action_repeat,
                                   transform=run.method.replay_transform())
-        callbacks.insert(0, FillBatch(run))
+        callbacks.append(FillBatch(run))
     if collection is not None:
         collection.on_step.append(bar.refresh)
     if run.optimizer_states:
@@ -826,6 +849,7 @@ def run_stages(run: Run, stages: list[Stage]) -> dict[str, Any]:
         run.progress.stage_env_steps = 0
         run.progress.stage_updates = 0
         run.progress.stage_generations = 0
+        run.progress.stage_refill_steps = 0
         run.progress.stage = stages[run.progress.stage_index].name
         if process_rank() == 0 and cfg.checkpoint.every > 0:  # a resume starts the next stage
             save_checkpoint(run, None)
