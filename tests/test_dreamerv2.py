@@ -145,3 +145,13 @@ def test_discrete_actions_with_reinforce(actor_grad):
     for term in ("actor", "actor_entropy", "value", "continue"):
         assert torch.isfinite(trainer.callback_metrics[f"train/loss/{term}"]), term
     assert 0 < trainer.callback_metrics["train/loss/actor_entropy"] <= torch.log(torch.tensor(4.0)) + 1e-5
+
+
+def test_replay_windows_from_finished_episodes_only_on_request():
+    from wmlab.samplers import Windows
+
+    assert make_method().data_spec().sampler is None  # Dreamer's windows, running episodes too
+    spec = make_method(["method.ongoing=false"]).data_spec()
+    assert isinstance(spec.sampler, Windows) and spec.sampler.finished_only and not spec.sampler.prioritize_ends
+    spec = make_method(["method.prioritize_ends=true"]).data_spec()
+    assert spec.sampler.prioritize_ends and not spec.sampler.finished_only

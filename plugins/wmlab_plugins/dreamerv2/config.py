@@ -109,8 +109,12 @@ class DreamerV2Config(DreamerConfig):
     prioritize_ends: bool = False
     """Draw replay windows that reach an episode's end more often (see
     ``wmlab.samplers.Windows.prioritize_ends``) [cfg ``defaults: replay.prioritize_ends True``,
-    kept by ``atari``; ``dmc_*: False``]. The authors also sample finished episodes only
-    (``replay.ongoing False``); wmlab samples the running ones too."""
+    kept by ``atari``; ``dmc_*: False``]."""
+    ongoing: bool = True
+    """Also draw windows from episodes still running; ``False`` draws from finished
+    episodes only, as the authors' replay [cfg ``defaults: replay.ongoing False``]. wmlab's
+    default keeps the freshest data in reach (a 1000-step DMC episode at action repeat 2 is
+    500 policy steps that would otherwise wait for its end); the learning check ran with it."""
     prefill: int = 2000
     """Env steps of random actions before training: 1000 policy steps x action repeat 2
     [cfg ``dmc_*: prefill 1000``; Atari 50000 x 4]. The authors' ``pretrain: 100`` burst of

@@ -72,10 +72,12 @@ class DreamerV2(Dreamer):
         self.slow_value = copy.deepcopy(self.value).requires_grad_(False)
 
     def data_spec(self) -> DataSpec:
-        """Dreamer's windows, drawn towards episode ends with ``prioritize_ends``."""
+        """Dreamer's windows, drawn towards episode ends with ``prioritize_ends``, from
+        finished episodes only without ``ongoing``."""
         spec = super().data_spec()
-        if self.cfg.prioritize_ends:
-            spec = dataclasses.replace(spec, sampler=Windows(spec.sequence_length, prioritize_ends=True))
+        if self.cfg.prioritize_ends or not self.cfg.ongoing:
+            spec = dataclasses.replace(spec, sampler=Windows(spec.sequence_length, finished_only=not self.cfg.ongoing,
+                                                             prioritize_ends=self.cfg.prioritize_ends))
         return spec
 
     # --- hooks: world model -----------------------------------------------------------------
