@@ -86,7 +86,10 @@ class I2A(Method):
                              "rollout_length": 2, "standard_steps": 100, "model_data_steps": 100,
                              "model_updates": 5, "model_batch": 8},
                   "run": {"envs": 2, "steps": 200}},
-        # sokoban:7x7-2 on a CPU: 16 envs, a short pretraining, half a million env steps
+        # sokoban:7x7-2 on a CPU: 16 envs, a short pretraining, half a million env steps.
+        # Seen with the model-free agent alone on sokoban:5x5-1 (16 envs, these A2C settings,
+        # seed 1, 100 eval episodes): solved 26%, 29%, 31%, 58%, 88%, 91% at 100k..600k env
+        # steps (a random policy: 26-33%); nothing is learnt in the first ~300k
         "cpu": {"method": {"channels": 32, "hidden": 128, "encoder_channels": 8, "lstm": 32,
                            "rollout_channels": 8, "model_channels": 32, "model_blocks": 2,
                            "standard_steps": 50_000, "model_data_steps": 50_000,
