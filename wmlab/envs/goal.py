@@ -191,9 +191,7 @@ class Goal(Gym):
     fixed_tasks = True
 
     always_uses_gl = True  # every task is a MuJoCo simulation, drawn through OpenGL
-
-    def uses_gl(self, name: str, cfg: Any) -> bool:  # not Gym's test of the entry point
-        return True
+    uses_gl = EnvFamily.uses_gl  # (not Gym's test of the entry point)
 
     def tasks(self) -> list[str]:
         return sorted(TASKS)

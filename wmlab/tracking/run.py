@@ -208,8 +208,9 @@ class Tracker:
         self._ended: Optional[str] = None
         self._valid_keys: set[str] = set()
         # resumed: {metric: [last env step stored, values stored there not yet seen again]}
-        self._stored = ({k: list(v) for k, v in store.logged_so_far(client, run_id).items()}
-                        if resumed else {})
+        marks = store.logged_so_far(client, run_id) if resumed else {}
+        self._stored = {k: [last, at_last] for k, (last, at_last, _) in marks.items()}
+        self._held_counts = {k: total for k, (_, _, total) in marks.items()}  # values the run holds
         self._counts: dict[str, int] = {}  # values logged per metric over the whole run
         self._skip: dict[str, int] = {}  # values a resumed run logs again, still to drop
 
@@ -405,7 +406,7 @@ class Tracker:
         and dropped. ``None`` (an older checkpoint) keeps the fallback by env step."""
         if counts is None:
             return
-        held = store.logged_counts(self.client, self._run_id)
+        held = self._held_counts
         self._counts = {str(k): int(v) for k, v in counts.items()}
         self._skip = {k: n - self._counts.get(k, 0) for k, n in held.items() if n > self._counts.get(k, 0)}
         self._stored = {}

@@ -278,19 +278,13 @@ def mark_dead_runs_killed(client: "MlflowClient") -> list[str]:
     return dead
 
 
-def logged_counts(client: "MlflowClient", run_id: str) -> dict[str, int]:
-    """``{metric: values the run holds}``, what a resumed run logs again beyond its
-    checkpoint (see :meth:`~wmlab.tracking.run.Tracker.resume_from`)."""
-    return {key: len(client.get_metric_history(run_id, key)) for key in client.get_run(run_id).data.metrics}
-
-
-def logged_so_far(client: "MlflowClient", run_id: str) -> dict[str, tuple[int, int]]:
-    """``{metric: (last env step, values logged at that step)}`` of a run, what a resumed run
-    must not log again (see :class:`~wmlab.tracking.run.Tracker`)."""
+def logged_so_far(client: "MlflowClient", run_id: str) -> dict[str, tuple[int, int, int]]:
+    """``{metric: (last env step, values logged at that step, values in all)}`` of a run,
+    what a resumed run must not log again (see :class:`~wmlab.tracking.run.Tracker`)."""
     marks = {}
     for key in client.get_run(run_id).data.metrics:
         steps = [m.step for m in client.get_metric_history(run_id, key)]
         if steps:
             last = max(steps)
-            marks[key] = (last, steps.count(last))
+            marks[key] = (last, steps.count(last), len(steps))
     return marks
