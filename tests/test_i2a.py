@@ -166,3 +166,27 @@ def test_bad_input_is_one_line(capsys, env, extra, words):
                  *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and all(w in err for w in words), err
+
+
+def test_imagination_video_shows_real_open_loop_and_per_action_rollouts():
+    """The debug preset end to end with videos: the last evaluation (in the agent's own
+    stage) logs ``imagination``, real rooms beside the model's open loop beside one imagined
+    rollout per action, each room drawn with the env's 8x8 sprites."""
+    import mlflow
+
+    from wmlab.tracking import tracking_uri
+    from wmlab_plugins.i2a.method import video_of_rooms
+
+    grid = rooms(3)
+    video = video_of_rooms([grid, grid[:1]], length=3, hold=2)
+    assert video.shape == (6, 7 * 8, 2 * 7 * 8 + 2, 3) and video.dtype == np.uint8
+    assert (video[:, :, 56:58] == 0).all()  # the gap between panels
+    assert np.array_equal(video[4, :, 58:], video[0, :, 58:])  # a short panel holds its last room
+    assert not np.array_equal(video[4, :, :56], video[0, :, :56])
+
+    assert main(["fit", "--method", "i2a", "--env", "sokoban:7x7-2", "--preset", "debug",
+                 "run.threads=1", "method.agent=copy_model"]) == 0
+    client = mlflow.MlflowClient(tracking_uri(None))
+    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
+    videos = {a.path for a in client.list_artifacts(run.info.run_id, "videos")}
+    assert any("imagination_" in v for v in videos) and any("eval_" in v for v in videos), videos

@@ -17,7 +17,8 @@ policy, uniformly random actions, or nothing), trains (on replay samples drawn a
 method proposes candidate policies with :meth:`Method.ask` and is told their returns with
 :meth:`Method.tell`). API 1.1 added stage data, on-policy rollouts, search stages,
 samplers (:mod:`wmlab.samplers`), composite observations and :meth:`Policy.act_td`;
-plugins written for 1.0 work unchanged.
+API 1.2 calls :meth:`Method.eval_videos` for on-policy methods too (with the latest
+rollout). Plugins written for 1.0 and 1.1 work unchanged.
 """
 
 from __future__ import annotations
@@ -305,7 +306,9 @@ class Method(L.LightningModule):
         """Extra videos logged at every evaluation, ``{name: uint8 [T, H, W, 3]}``.
 
         ``batch`` is a replay sample shaped as :meth:`data_spec` asks (e.g. for an
-        open-loop prediction video: real frames beside the model's imagined ones)."""
+        open-loop prediction video: real frames beside the model's imagined ones); for
+        on-policy data (API 1.2) it is the latest rollout ``[N, T]``, and there is no call
+        before the first one."""
         return {}
 
     def replay_transform(self):

@@ -314,6 +314,7 @@ class RolloutStream(StageData, IterableDataset):
                  action_repeat: int):
         super().__init__(collection, progress, stage_env_steps)
         self.rollout_frames = collection.envs * collection.steps * action_repeat
+        self.last_rollout: TensorDictBase | None = None
 
     def __iter__(self) -> Iterator[TensorDictBase]:
         left = self.budget - self.progress.stage_env_steps
@@ -323,5 +324,6 @@ class RolloutStream(StageData, IterableDataset):
     def fill(self, batch: TensorDictBase, device: torch.device) -> None:
         """Collect a rollout ``[N, T]`` now and put it into the placeholder ``batch``."""
         rollout = self.collection.step()
+        self.last_rollout = rollout  # (evaluation videos of on-policy methods read it)
         batch.batch_size = rollout.batch_size
         batch.update(rollout.to(device))

@@ -24,6 +24,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
+from tensordict import TensorDictBase
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -454,20 +455,30 @@ def evaluate_now(run: Run) -> float:
                              **{f"eval/{k}": v for k, v in result.metrics.items()}}, step=step)
     if result.frames is not None:
         run.tracker.log_video(result.frames, name="eval", step=step)
-    spec = run.data_spec
-    if len(run.replay) > 0 and not spec.on_policy:
-        try:
-            batch = sample(run.replay, spec)
-        except RuntimeError:  # no complete window stored yet
-            batch = None
-        if batch is not None:
-            with torch.no_grad():
-                extra = run.method.eval_videos(batch)
-            for name, frames in extra.items():
-                run.tracker.log_video(frames, name=name, step=step)
+    batch = eval_video_batch(run)
+    if batch is not None:
+        with torch.no_grad():
+            extra = run.method.eval_videos(batch)
+        for name, frames in extra.items():
+            run.tracker.log_video(frames, name=name, step=step)
     run.last_eval, run.last_eval_step = result.mean, step
     run.last_eval_updates = (run.progress.updates, run.progress.generations)
     return result.mean
+
+
+def eval_video_batch(run: Run) -> TensorDictBase | None:
+    """What :meth:`Method.eval_videos` reads: a replay sample shaped as the current stage's
+    data asks, or for on-policy data the latest rollout ``[N, T]``; ``None`` while there is
+    neither (nothing collected yet, no complete window stored)."""
+    spec = run.data_spec
+    if spec.on_policy:
+        return getattr(run.stream, "last_rollout", None)
+    if len(run.replay) == 0:
+        return None
+    try:
+        return sample(run.replay, spec)
+    except RuntimeError:  # no complete window stored yet
+        return None
 
 
 def current_optimizer_states(run: Run, trainer: L.Trainer | None) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tensordict import TensorDictBase
@@ -302,6 +303,51 @@ class I2A(Method):
                        "envmodel/changed_cell_accuracy": self.heldout[3] / self.heldout[4].clamp(min=1e-6),
                        "envmodel/reward_accuracy": self.heldout[5] / seen},
                       on_step=True, on_epoch=False, batch_size=batch.batch_size[0])
+
+
+    # --- videos --------------------------------------------------------------------------
+    def eval_videos(self, batch: TensorDictBase) -> dict[str, np.ndarray]:
+        """``imagination`` (I2A and copy model, in the agent's own stage): from the first room
+        of the latest rollout's first env, side by side per step, the real rooms, the rooms
+        the model imagines under the real actions (open loop), and the agent's imagined
+        rollout of every action (action ``a`` first, then the rollout policy's)."""
+        if not self.imagines or self.phase != TRAIN or batch.ndim != 2:
+            return {}
+        row = batch[0]
+        steps = min(self.cfg.rollout_length, row.batch_size[0])
+        obs = self.grid(row.get(keys.OBSERVATION)[:steps].to(self.device))
+        nxt = self.grid(row.get((keys.NEXT, keys.OBSERVATION))[:steps].to(self.device))
+        actions = row.get(keys.ACTION)[:steps].float().to(self.device)
+        ended = (row.get(keys.TERMINATED) | row.get(keys.TRUNCATED)).reshape(-1)[:steps]
+        if bool(ended.any()):  # the real rooms of one episode only
+            steps = int(ended.float().argmax()) + 1
+        model = self.agent.core.model
+        state, open_loop = obs[:1], []
+        for t in range(steps):
+            state, _ = model.step(state, actions[t:t + 1])
+            open_loop.append(state[0])
+        frames, _ = self.agent.core(obs[:1])  # [1, A, L, C, H, W]
+        panels = [nxt[:steps], torch.stack(open_loop), *frames[0]]
+        length = max(p.shape[0] for p in panels)
+        return {"imagination": video_of_rooms(panels, length)}
+
+
+def video_of_rooms(panels: list[torch.Tensor], length: int, hold: int = 8) -> np.ndarray:
+    """``uint8 [length * hold, 8 H, ..., 3]``: the one-hot rooms ``[T_i, C, H, W]`` of each
+    panel drawn side by side (a gap of 2 black columns between panels); a panel shorter than
+    ``length`` holds its last room; each step is held ``hold`` frames (videos play at 30
+    frames per second)."""
+    from wmlab.envs.sokoban import draw
+
+    out = []
+    for t in range(length):
+        row = []
+        for panel in panels:
+            room = panel[min(t, panel.shape[0] - 1)].argmax(0).cpu().numpy()
+            image = draw(room)
+            row += [image, np.zeros((image.shape[0], 2, 3), np.uint8)]
+        out.append(np.concatenate(row[:-1], 1))
+    return np.repeat(np.stack(out), hold, 0)
 
 
 def distillation_loss(agent_logits: torch.Tensor, rollout_logits: torch.Tensor) -> torch.Tensor:
