@@ -19,14 +19,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from variant_runs import cell, eval_histories, fit  # noqa: E402
 
 VARIANTS = {"rac": "method.mode=rac", "ppo": "method.mode=none"}
 METRICS = ("irreversible", "success_rate", "episode_return")
@@ -43,41 +43,16 @@ def parse() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def store(args, variant: str, seed: int) -> str:
-    return f"sqlite:///{(args.out / f'{variant}-seed{seed}').resolve() / 'mlflow' / 'mlflow.db'}"
-
-
-def fit(args, variant: str, seed: int) -> float:
-    """One ``wmlab fit`` in a subprocess, in its own folder and store; its wall seconds."""
-    folder = (args.out / f"{variant}-seed{seed}").resolve()
-    (folder / "mlflow").mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "wmlab.cli", "fit", "--method", "reversibility", "--env",
-            "gridworld:turf", "--preset", "turf", VARIANTS[variant], f"run.seed={seed}",
+def fit_args(args, variant: str) -> list[str]:
+    return ["--method", "reversibility", "--env", "gridworld:turf", "--preset", "turf", VARIANTS[variant],
             f"run.steps={args.steps}", f"eval.every={args.steps}", f"eval.episodes={args.episodes}",
-            "eval.video=false", "checkpoint.replay=false", "run.threads=1",
-            f"tracking.uri={store(args, variant, seed)}", *args.overrides]
-    start = time.perf_counter()
-    with open(args.out / f"{variant}-seed{seed}.log", "w") as log:
-        rc = subprocess.run(argv, cwd=folder, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=log, stderr=subprocess.STDOUT).returncode
-    if rc != 0:
-        raise RuntimeError(f"{variant} seed {seed} failed (exit {rc}); see {log.name}")
-    seconds = time.perf_counter() - start
-    print(f"  {variant} seed {seed}: done in {seconds:.0f} s", flush=True)
-    return seconds
+            *args.overrides]
 
 
 def final(args, variant: str, seed: int) -> dict[str, float]:
     """The last evaluation's metrics of a finished run."""
-    import mlflow
-
-    client = mlflow.MlflowClient(store(args, variant, seed))
-    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
-    return {m: client.get_metric_history(run.info.run_id, f"eval/{m}")[-1].value for m in METRICS}
-
-
-def cell(values: list[float], fmt: str) -> str:
-    return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}" if len(values) > 1 else f"{values[0]:{fmt}}"
+    curves = eval_histories(args.out, variant, seed, METRICS)
+    return {m: curves[m][max(curves[m])] for m in METRICS}
 
 
 def main() -> None:
@@ -89,7 +64,7 @@ def main() -> None:
     print(f"gridworld:turf: {len(jobs)} runs of {args.steps} PPO env steps, {args.jobs} at a time "
           f"(logs in {args.out}/)", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        seconds = dict(zip(jobs, pool.map(lambda job: fit(args, *job), jobs)))
+        seconds = dict(zip(jobs, pool.map(lambda job: fit(args.out, *job, fit_args(args, job[0]), reuse=False), jobs)))
     ruined, success, ret = random_policy(1000)
     print(f"\ngridworld:turf after {args.steps} PPO env steps: final eval ({args.episodes} episodes; "
           f"mean ± std over seeds {','.join(map(str, args.seeds))})")

@@ -24,12 +24,14 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from variant_runs import cell, eval_histories, fit, random_policy_eval  # noqa: E402
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -51,84 +53,17 @@ def parse() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def run_dir(args, variant: str, seed: int) -> pathlib.Path:
-    return (args.out / f"{variant}-seed{seed}").resolve()
-
-
-def finished(args, variant: str, seed: int) -> bool:
-    """Whether the run's store holds a finished run already."""
-    db = run_dir(args, variant, seed) / "mlflow" / "mlflow.db"
-    if not db.exists():
-        return False
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{db}")
-    exp = client.get_experiment_by_name("wmlab")
-    return exp is not None and any(r.info.status == "FINISHED" for r in client.search_runs([exp.experiment_id]))
-
-
-def fit(args, variant: str, seed: int) -> float | None:
-    """One ``wmlab fit`` in a subprocess (its own store and checkpoints); its wall seconds
-    (``None``: finished before, not run again)."""
-    if finished(args, variant, seed):
-        print(f"  {variant} seed {seed}: finished before, reused", flush=True)
-        return None
-    folder = run_dir(args, variant, seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "wmlab.cli", "fit", "--method", "tdm", "--env", args.env,
-            "--preset", args.preset, f"method.variant={variant}", f"run.seed={seed}",
+def fit_args(args, variant: str) -> list[str]:
+    return ["--method", "tdm", "--env", args.env, "--preset", args.preset, f"method.variant={variant}",
             f"run.steps={args.steps}", f"eval.every={args.every}", f"eval.episodes={args.episodes}",
-            "eval.video=false", "checkpoint.replay=false", "run.threads=1",
-            f"tracking.uri=sqlite:///{folder / 'mlflow' / 'mlflow.db'}", *args.overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    start = time.perf_counter()
-    with open(args.out / f"{variant}-seed{seed}.log", "w") as log:
-        rc = subprocess.run(argv, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-    seconds = time.perf_counter() - start
-    if rc != 0:
-        raise RuntimeError(f"{variant} seed {seed} failed (exit {rc}); see {log.name}")
-    print(f"  {variant} seed {seed}: done in {seconds:.0f} s", flush=True)
-    return seconds
-
-
-def curves(args, variant: str, seed: int) -> dict[str, dict[int, float]]:
-    """``{metric: {env steps: value}}`` of a finished run's eval final distance and success."""
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{run_dir(args, variant, seed) / 'mlflow' / 'mlflow.db'}")
-    run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
-    return {m: {h.step: h.value for h in client.get_metric_history(run.info.run_id, f"eval/{m}")}
-            for m in ("final_distance", "success_rate")}
+            *args.overrides]
 
 
 def random_policy(args, seed: int) -> tuple[float, float]:
     """Final distance and success rate of uniformly random actions on the eval episodes a
     run of ``seed`` evaluates on."""
-    from wmlab import registry
-    from wmlab.config import compose
-    from wmlab.data import RandomPolicy
-    from wmlab.envs import split_family
-    from wmlab.evaluation import EVAL_SEED_OFFSET, evaluate
-    from wmlab.loop import obs_keys
-
-    cls, _ = registry.load_method("tdm")
-    cfg = compose("tdm", cls, args.env, presets=[args.preset], overrides=list(args.overrides))
-    family_name, task = split_family(cfg.env.name)
-    family, _ = registry.load_env_family(family_name)
-    env = family.make(task, cfg.env, seed=seed + EVAL_SEED_OFFSET)
-    specs = family.specs(env, cfg.env)
-    policy = RandomPolicy(specs)
-    policy.obs_keys = obs_keys(specs)
-    result = evaluate(env, policy, episodes=args.episodes, max_steps=specs.episode_policy_steps,
-                      seed=seed, metrics=lambda td: family.eval_metrics(env, td))
-    env.close()
+    result = random_policy_eval("tdm", args.env, args.preset, args.overrides, seed=seed, episodes=args.episodes)
     return result.metrics["final_distance"], result.metrics["success_rate"]
-
-
-def cell(values: list[float], fmt: str) -> str:
-    if not values:
-        return "-"
-    return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}" if len(values) > 1 else f"{values[0]:{fmt}}"
 
 
 def main() -> None:
@@ -139,11 +74,11 @@ def main() -> None:
           f"{args.jobs} at a time (logs in {args.out}/)", flush=True)
     start = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
-        seconds = dict(zip(jobs, pool.map(lambda job: fit(args, *job), jobs)))
+        seconds = dict(zip(jobs, pool.map(lambda job: fit(args.out, *job, fit_args(args, job[0])), jobs)))
     print(f"all runs done in {time.perf_counter() - start:.0f} s", flush=True)
 
     random = [random_policy(args, s) for s in args.seeds]
-    data = {job: curves(args, *job) for job in jobs}
+    data = {job: eval_histories(args.out, *job, ('final_distance', 'success_rate')) for job in jobs}
     steps = sorted({t for c in data.values() for t in c["final_distance"]})
     n = len(args.seeds)
     print(f"\n{args.env}: eval final distance to the goal (mean ± std over {n} seed(s): "

@@ -190,3 +190,38 @@ def test_imagination_video_shows_real_open_loop_and_per_action_rollouts():
     run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
     videos = {a.path for a in client.list_artifacts(run.info.run_id, "videos")}
     assert any("imagination_" in v for v in videos) and any("eval_" in v for v in videos), videos
+
+
+def test_the_update_reuses_the_imagination_the_agent_acted_on():
+    """The training policy keeps what it imagined for each policy step; the A2C update of
+    the rollout differentiates that forward pass (as an A3C worker does), and imagines anew
+    only when a step is missing or its room differs (e.g. right after a resume)."""
+    from omegaconf import OmegaConf
+
+    from wmlab.api import EnvSpecs
+    from wmlab_plugins.i2a.config import I2AConfig
+    from wmlab_plugins.i2a.method import I2A
+
+    specs = EnvSpecs(name="sokoban:7x7-2", obs_kind="state", obs_shape=(7 * 7 * 7,), action_shape=(A,),
+                     action_low=torch.zeros(A), action_high=torch.ones(A), action_repeat=1,
+                     episode_policy_steps=120, discrete=True)
+    cfg = OmegaConf.merge(OmegaConf.structured(I2AConfig), I2A.presets["debug"]["method"],
+                          {"agent": "copy_model", "unroll": 3})
+    torch.manual_seed(0)
+    method = I2A(cfg, specs)
+    policy = method.make_policy(explore=True)
+    obs = rooms(2 * 3, seed=1).reshape(2, 3, -1)  # [N=2, T=3]
+    for t in range(3):
+        policy.act(obs[:, t], torch.zeros(2, dtype=torch.bool))
+    assert len(method.imagined) == 3
+    kept = [k[1] for k in method.imagined]
+    frames, rewards = method.acted_imagination(obs)
+    assert frames.shape == (6, A, cfg.rollout_length, *SHAPE) and rewards.shape == (6, A, cfg.rollout_length)
+    assert torch.equal(frames.reshape(2, 3, *frames.shape[1:])[:, 1], kept[1])
+    assert method.imagined == []  # used once
+    # the evaluation policy keeps nothing; a room that differs means imagining anew
+    method.make_policy(explore=False).act(obs[:, 0], torch.zeros(2, dtype=torch.bool))
+    assert method.imagined == []
+    for t in range(3):
+        policy.act(obs[:, t], torch.zeros(2, dtype=torch.bool))
+    assert method.acted_imagination(obs.flip(1)) is None

@@ -273,7 +273,9 @@ class Clock:
         # after its last updates: none here, so no env step gets two
         spent = stream is not None and stream.budget_spent()
         if self.next_eval is not None and p.env_steps >= self.next_eval and not spent:
-            if run.last_eval_step != p.env_steps:  # (a stage's end may have evaluated here)
+            # (a stage's end may have evaluated at or after the due step: at the budget's
+            # last step, where this tick skipped it, then the next stage's first tick came)
+            if run.last_eval_step is None or run.last_eval_step < self.next_eval:
                 evaluate_now(run)
             self.next_eval = self._next(run.cfg.eval.every)
         if (self.ckpt_seconds > 0 and time.monotonic() - run.last_checkpoint_time >= self.ckpt_seconds

@@ -149,6 +149,9 @@ class I2A(Method):
                                   rollout_channels=cfg.rollout_channels,
                                   rollout_length=cfg.rollout_length)
         self.phase = self.stages()[0].name
+        #: (observation, imagined rooms, imagined rewards) of the policy steps since the last
+        #: update, kept by the acting policy for :meth:`acted_imagination`
+        self.imagined: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def large_hidden(self) -> int:
         """Hidden units of the ``large`` model-free agent: as many parameters as the I2A agent
@@ -193,7 +196,7 @@ class I2A(Method):
             self.env_model.requires_grad_(False)  # frozen from here on (no dropout or norms)
 
     def make_policy(self, explore: bool) -> Policy:
-        return I2APolicy(self, sample=explore or self.cfg.eval_sample)
+        return I2APolicy(self, sample=explore or self.cfg.eval_sample, keep=explore)
 
     def configure_optimizers(self):
         c = self.cfg
@@ -237,7 +240,10 @@ class I2A(Method):
         c = self.cfg
         n, t = batch.batch_size
         grid = self.grid(batch.get(keys.OBSERVATION))
-        logits, values = net(grid)
+        if net is self.agent and self.imagines:
+            logits, values = net(grid, self.acted_imagination(batch.get(keys.OBSERVATION)))
+        else:
+            logits, values = net(grid)
         with torch.no_grad():
             _, bootstrap = net(self.grid(batch.get((keys.NEXT, keys.OBSERVATION))[:, -1]))
         flags = [batch.get(k).reshape(n, t).bool() for k in (keys.TERMINATED, keys.TRUNCATED)]
@@ -264,6 +270,23 @@ class I2A(Method):
         logs = {f"train/loss/{prefix}{k}": v.detach() for k, v in terms.items()}
         logs[f"train/{prefix}value"] = values.detach().mean()
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n * t)
+
+    def acted_imagination(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The imagined rooms and rewards ``[N * T, ...]`` the agent acted on for the rollout's
+        observations ``obs [N, T, D]`` (kept by the acting policy, one entry per policy step),
+        so the update differentiates the very forward pass that chose each action, as an
+        A3C worker does; ``None`` (imagine anew) where they are not all kept, e.g. the first
+        rollout after a resume."""
+        kept, self.imagined = self.imagined, []
+        t = obs.shape[1]
+        if len(kept) < t:
+            return None
+        kept = kept[-t:]
+        if not all(torch.equal(k[0], obs[:, i].to(k[0].device)) for i, k in enumerate(kept)):
+            return None
+        frames = torch.stack([k[1] for k in kept], 1).flatten(0, 1)
+        rewards = torch.stack([k[2] for k in kept], 1).flatten(0, 1)
+        return frames, rewards
 
     def env_model_terms(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
         """The env model on transitions ``[B, 2]``: the training loss (the episodes not held
@@ -360,12 +383,22 @@ class I2APolicy(Policy):
     """Acts with the current stage's network (the standard agent while it pretrains and
     collects, then the agent): a sampled action, or the most likely one."""
 
-    def __init__(self, method: I2A, sample: bool):
+    def __init__(self, method: I2A, sample: bool, keep: bool = False):
         super().__init__(method.device)
-        self.method, self.sample = method, sample
+        self.method, self.sample, self.keep = method, sample, keep
 
     def act(self, obs: torch.Tensor, is_init: torch.Tensor) -> torch.Tensor:
-        logits, _ = self.method.acting_net()(self.method.grid(obs.to(self.method.device)))
+        m = self.method
+        obs = obs.to(m.device)
+        grid = m.grid(obs)
+        net = m.acting_net()
+        if net is m.agent and m.imagines:
+            imagined = m.agent.core(grid)
+            if self.keep:  # the training policy: its update reuses what it acted on
+                m.imagined = [*m.imagined[-(m.cfg.unroll + 1):], (obs, *imagined)]
+            logits, _ = net(grid, imagined)
+        else:
+            logits, _ = net(grid)
         if self.sample:
             pick = torch.distributions.Categorical(logits=logits).sample()
         else:

@@ -177,8 +177,11 @@ class I2AAgent(nn.Module):
         # a plain attribute, so the env model's parameters are not the agent's
         self.__dict__["core"] = ImaginationCore(model, self.rollout_policy, actions, rollout_length)
 
-    def forward(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        frames, rewards = self.core(grid)
+    def forward(self, grid: torch.Tensor, imagined: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Policy logits and value of rooms ``grid``; ``imagined`` (the core's rooms and
+        rewards for ``grid``, e.g. those the agent acted on) skips the imagination."""
+        frames, rewards = self.core(grid) if imagined is None else imagined
         b, a = frames.shape[:2]
         codes = self.encoder(frames.flatten(0, 1), rewards.flatten(0, 1)).reshape(b, -1)  # [B, A * lstm]
         x = self.head(torch.cat([self.model_free(grid), codes], -1))
