@@ -491,7 +491,8 @@ def _evaluate(cfg, state: dict, ckpt: Path, cls, plugin, *, render_size: int | N
     render = None if render_size is None else (lambda env: run.family.render(env, render_size))
     return seeded(lambda: evaluate(run.eval_env, policy, episodes=cfg.eval.episodes,
                                    max_steps=run.specs.episode_policy_steps, seed=cfg.run.seed,
-                                   render=render, metrics=loop.eval_metrics(run)), cfg.run.seed)
+                                   render=render, metrics=loop.eval_metrics(run),
+                                   more_envs=loop.more_eval_envs(run)), cfg.run.seed)
 
 
 COMMANDS = {"fit": cmd_fit, "config": cmd_config, "list": cmd_list, "ui": cmd_ui, "eval": cmd_eval,

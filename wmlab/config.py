@@ -102,6 +102,11 @@ class EvalConfig:
     """Evaluate every this many env steps (0 disables periodic evaluation)."""
     episodes: int = 10
     """Deterministic-policy episodes per evaluation."""
+    envs: int = 1
+    """Eval envs running episodes side by side, one batched policy call per step for all of
+    them (each takes the next episode when its own ends): fewer, larger policy calls where
+    acting is costly (planning, imagination). Env ``i`` is seeded ``i`` after the first, so
+    every evaluation sees the same episodes; 1 runs them one after the other."""
     video: bool = True
     """Record the first episode of each evaluation as an mp4."""
     video_size: int = 256
@@ -405,7 +410,7 @@ def _validate(cfg: DictConfig, method_cls) -> None:
     if cfg.env.obs not in supported:
         raise ConfigError(f"this method learns from {', '.join(supported)}, not env.obs={cfg.env.obs}")
     positive = ["run.steps", "run.envs", "env.action_repeat", "env.episode_steps", "env.image_size",
-                "replay.capacity", "eval.episodes", "eval.video_size"]
+                "replay.capacity", "eval.episodes", "eval.envs", "eval.video_size"]
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")

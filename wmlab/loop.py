@@ -78,6 +78,8 @@ class Run:
     stop: "StopRequest" = field(default_factory=lambda: StopRequest())
     """Ctrl-C / SIGTERM: stop at the next safe point, with a checkpoint (see :class:`StopRequest`)."""
     eval_pending: bool = False
+    more_eval_envs: list = field(default_factory=list)
+    """The eval envs after the first (``eval.envs`` - 1), made at the first evaluation."""
     """An evaluation due at this env step was interrupted: a resume takes it first."""
     last_checkpoint_time: float = field(default_factory=time.monotonic)
     stopped_checkpoint: Path | None = None
@@ -431,7 +433,20 @@ def eval_metrics(run: Run):
     family_metrics = getattr(run.family, "eval_metrics", None)
     if family_metrics is None:  # (a family written before the hook existed)
         return None
-    return lambda td: family_metrics(run.eval_env, td)
+    return lambda td, env=run.eval_env: family_metrics(env, td)
+
+
+def more_eval_envs(run: Run) -> list:
+    """The eval envs besides ``run.eval_env`` that ``eval.envs`` asks for (made once)."""
+    from wmlab.envs import split_family
+
+    want = int(run.cfg.eval.envs) - 1
+    if len(run.more_eval_envs) < want:
+        task = split_family(run.cfg.env.name)[1]
+        seed = run.cfg.run.seed + EVAL_SEED_OFFSET
+        run.more_eval_envs += [run.family.make(task, run.cfg.env, seed=seed + i)
+                               for i in range(len(run.more_eval_envs) + 1, want + 1)]
+    return run.more_eval_envs[:want]
 
 
 def evaluate_now(run: Run) -> float:
@@ -447,7 +462,8 @@ def evaluate_now(run: Run) -> float:
     try:
         result = seeded(lambda: evaluate(run.eval_env, policy, episodes=cfg.eval.episodes,
                                          max_steps=max_steps, seed=cfg.run.seed, render=render,
-                                         progress=progress, metrics=eval_metrics(run)),
+                                         progress=progress, metrics=eval_metrics(run),
+                                         more_envs=more_eval_envs(run)),
                         cfg.run.seed + run.progress.env_steps)
     finally:
         progress.close()
