@@ -90,20 +90,22 @@ class I2A(Method):
         # sokoban:7x7-2 on a CPU: 16 envs, a short pretraining, half a million env steps.
         # Seen with the model-free agent alone on sokoban:5x5-1 (16 envs, these A2C settings,
         # seed 1, 100 eval episodes): solved 26%, 29%, 31%, 58%, 88%, 91% at 100k..600k env
-        # steps (a random policy: 26-33%); nothing is learnt in the first ~300k
+        # steps (a random policy: 26-33%); nothing is learnt in the first ~300k. All three
+        # agents at 160k env steps on sokoban:5x5-1: the README (benchmarks/i2a_sokoban.py).
+        # Eval episodes run 10 side by side (eval.envs): the policy's imagination is batched
         "cpu": {"method": {"channels": 32, "hidden": 128, "encoder_channels": 8, "lstm": 32,
                            "rollout_channels": 8, "model_channels": 32, "model_blocks": 2,
                            "standard_steps": 50_000, "model_data_steps": 50_000,
                            "model_updates": 3000},
                 "run": {"envs": 16, "steps": 500_000},
-                "eval": {"every": 25_000, "episodes": 50}},
+                "eval": {"every": 25_000, "episodes": 50, "envs": 10}},
     }
     env_presets = {
         # the paper's task: its budget is far beyond a CPU; wmlab's pretraining budget
         "sokoban:10x10-4": {"run": {"envs": 32, "steps": 100_000_000},
-                            "eval": {"every": 1_000_000, "episodes": 100}},
+                            "eval": {"every": 1_000_000, "episodes": 100, "envs": 10}},
         "sokoban:7x7-2": {"run": {"envs": 16, "steps": 2_000_000},
-                          "eval": {"every": 50_000, "episodes": 100}},
+                          "eval": {"every": 50_000, "episodes": 100, "envs": 10}},
     }
 
     def __init__(self, cfg, specs: EnvSpecs):
