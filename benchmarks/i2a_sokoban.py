@@ -33,13 +33,9 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from variant_runs import cell, eval_histories, fit, random_policy_eval  # noqa: E402
+from variant_runs import cell, eval_histories, print_wall_times, random_policy_eval, run_all  # noqa: E402
 
 AGENTS = ("i2a", "model_free", "copy_model")
 
@@ -97,10 +93,7 @@ def main() -> None:
     print(f"{args.env}, preset {args.preset}: {len(jobs)} runs of {args.steps} env steps "
           f"(I2A: {args.standard} standard + {args.model_data} model data + the rest its own), "
           f"{args.jobs} at a time (logs in {args.out}/)", flush=True)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        seconds = dict(zip(jobs, pool.map(lambda job: fit(args.out, *job, fit_args(args, job[0])), jobs)))
-    print(f"all runs done in {time.perf_counter() - start:.0f} s", flush=True)
+    seconds = run_all(args.out, jobs, lambda variant: fit_args(args, variant), args.jobs)
 
     random = [random_solved_rate(args, s) for s in args.seeds]
     solved = {job: eval_histories(args.out, *job, ["solved_rate"])["solved_rate"] for job in jobs}
@@ -115,10 +108,7 @@ def main() -> None:
         row = [str(t)] + [cell([solved[(a, s)][t] for s in args.seeds if t in solved[(a, s)]], ".0%")
                           for a in AGENTS]
         print("| " + " | ".join(row) + " |")
-    for a in AGENTS:
-        timed = [seconds[(a, s)] for s in args.seeds if seconds[(a, s)] is not None]
-        if timed:
-            print(f"{a}: {np.mean(timed):.0f} s of wall time per run (of the runs made now)")
+    print_wall_times(seconds, AGENTS, args.seeds)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from variant_runs import cell, eval_histories, fit  # noqa: E402
+from variant_runs import cell, eval_histories, run_all  # noqa: E402
 
 VARIANTS = {"rac": "method.mode=rac", "ppo": "method.mode=none"}
 METRICS = ("irreversible", "success_rate", "episode_return")
@@ -63,8 +62,7 @@ def main() -> None:
     jobs = [(v, s) for s in args.seeds for v in VARIANTS]
     print(f"gridworld:turf: {len(jobs)} runs of {args.steps} PPO env steps, {args.jobs} at a time "
           f"(logs in {args.out}/)", flush=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        seconds = dict(zip(jobs, pool.map(lambda job: fit(args.out, *job, fit_args(args, job[0]), reuse=False), jobs)))
+    seconds = run_all(args.out, jobs, lambda variant: fit_args(args, variant), args.jobs, reuse=False)
     ruined, success, ret = random_policy(1000)
     print(f"\ngridworld:turf after {args.steps} PPO env steps: final eval ({args.episodes} episodes; "
           f"mean ± std over seeds {','.join(map(str, args.seeds))})")

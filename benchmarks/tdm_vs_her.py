@@ -25,13 +25,9 @@ import argparse
 import os
 import pathlib
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from variant_runs import cell, eval_histories, fit, random_policy_eval  # noqa: E402
+from variant_runs import cell, eval_histories, print_wall_times, random_policy_eval, run_all  # noqa: E402
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -72,10 +68,7 @@ def main() -> None:
     jobs = [(v, s) for s in args.seeds for v in VARIANTS]
     print(f"{args.env}, preset {args.preset}: {len(jobs)} runs of {args.steps} env steps, "
           f"{args.jobs} at a time (logs in {args.out}/)", flush=True)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        seconds = dict(zip(jobs, pool.map(lambda job: fit(args.out, *job, fit_args(args, job[0])), jobs)))
-    print(f"all runs done in {time.perf_counter() - start:.0f} s", flush=True)
+    seconds = run_all(args.out, jobs, lambda variant: fit_args(args, variant), args.jobs)
 
     random = [random_policy(args, s) for s in args.seeds]
     data = {job: eval_histories(args.out, *job, ('final_distance', 'success_rate')) for job in jobs}
@@ -94,10 +87,7 @@ def main() -> None:
                 row.append(cell([data[(v, s)][metric][t] for s in args.seeds
                                  if t in data[(v, s)][metric]], fmt))
         print("| " + " | ".join(row) + " |")
-    for v in VARIANTS:
-        timed = [seconds[(v, s)] for s in args.seeds if seconds[(v, s)] is not None]
-        if timed:
-            print(f"{v}: {np.mean(timed):.0f} s of wall time per run (of the runs made now)")
+    print_wall_times(seconds, VARIANTS, args.seeds)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,24 @@ def random_policy_eval(method: str, env_name: str, preset: str, overrides, *, se
                         seed=seed, metrics=lambda td: family.eval_metrics(env, td))
     finally:
         env.close()
+
+
+def run_all(out: pathlib.Path, jobs: list[tuple[str, int]], fit_args, at_a_time: int, *,
+            reuse: bool = True) -> dict[tuple[str, int], float | None]:
+    """:func:`fit` of every ``(variant, seed)`` in ``jobs``, ``at_a_time`` at once, each with
+    ``fit_args(variant)``; their wall seconds (``None``: reused)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(at_a_time) as pool:
+        seconds = dict(zip(jobs, pool.map(lambda job: fit(out, *job, fit_args(job[0]), reuse=reuse), jobs)))
+    print(f"all runs done in {time.perf_counter() - start:.0f} s", flush=True)
+    return seconds
+
+
+def print_wall_times(seconds: dict[tuple[str, int], float | None], variants, seeds) -> None:
+    """Mean wall time per run of each variant, over the runs made now."""
+    for v in variants:
+        timed = [seconds[(v, s)] for s in seeds if seconds[(v, s)] is not None]
+        if timed:
+            print(f"{v}: {np.mean(timed):.0f} s of wall time per run (of the runs made now)")
