@@ -78,9 +78,9 @@ class Run:
     stop: "StopRequest" = field(default_factory=lambda: StopRequest())
     """Ctrl-C / SIGTERM: stop at the next safe point, with a checkpoint (see :class:`StopRequest`)."""
     eval_pending: bool = False
+    """An evaluation due at this env step was interrupted: a resume takes it first."""
     more_eval_envs: list = field(default_factory=list)
     """The eval envs after the first (``eval.envs`` - 1), made at the first evaluation."""
-    """An evaluation due at this env step was interrupted: a resume takes it first."""
     last_checkpoint_time: float = field(default_factory=time.monotonic)
     stopped_checkpoint: Path | None = None
     """The checkpoint written when a stop was asked for, if any."""
@@ -485,9 +485,9 @@ def evaluate_now(run: Run) -> float:
 
 
 def eval_video_batch(run: Run) -> TensorDictBase | None:
-    """What :meth:`Method.eval_videos` reads: a replay sample shaped as the current stage's
-    data asks, or for on-policy data the latest rollout ``[N, T]``; ``None`` while there is
-    neither (nothing collected yet, no complete window stored)."""
+    """What :meth:`Method.eval_videos` reads: a replay sample shaped as the method's
+    :meth:`~Method.data_spec` asks, or for on-policy data the latest rollout ``[N, T]``;
+    ``None`` while there is neither (nothing collected yet, no complete window stored)."""
     spec = run.data_spec
     if spec.on_policy:
         return getattr(run.stream, "last_rollout", None)

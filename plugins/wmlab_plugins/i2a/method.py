@@ -330,7 +330,6 @@ class I2A(Method):
                        "envmodel/reward_accuracy": self.heldout[5] / seen},
                       on_step=True, on_epoch=False, batch_size=batch.batch_size[0])
 
-
     # --- videos --------------------------------------------------------------------------
     def eval_videos(self, batch: TensorDictBase) -> dict[str, np.ndarray]:
         """``imagination`` (I2A and copy model, in the agent's own stage): from the first room
