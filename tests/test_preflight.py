@@ -70,6 +70,16 @@ def test_unwritable_mlflow_store(tmp_path, capsys, monkeypatch):
     no_run_started(tmp_path)
 
 
+@pytest.mark.parametrize("uri", ["file://{}/mlruns", "{}/mlruns"])
+def test_a_folder_store_is_one_line_unless_mlflow_allows_it(tmp_path, capsys, monkeypatch, uri):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    assert main([*DEBUG, f"tracking.uri={uri.format(tmp_path)}"]) == 2
+    one_line_error(capsys, "MLflow's file store", "sqlite:///", "MLFLOW_ALLOW_FILE_STORE")
+    no_run_started(tmp_path)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    assert preflight.tracking_store(uri.format(tmp_path)) == uri.format(tmp_path)
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -96,6 +96,12 @@ def tracking_store(cfg_uri: str | None) -> str:
             raise WmlabError(f"cannot write the MLflow store {db}: it is read-only ({setting})")
         return uri
     if uri.startswith("file:") or "://" not in uri:
+        from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+        if not MLFLOW_ALLOW_FILE_STORE.get():
+            raise WmlabError(f"tracking.uri {uri} is a folder (MLflow's file store), which this "
+                             f"MLflow refuses ({setting}); use a database, e.g. "
+                             f"tracking.uri=sqlite:///PATH/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")
         folder = uri.removeprefix("file://").removeprefix("file:")
         writable_folder(folder, "the MLflow store", setting)
     return uri
