@@ -50,6 +50,7 @@ def test_a_name_of_several_runs_lists_them(capsys, tmp_path):
     c = client()
     exp = c.create_experiment("e")
     ids = [c.create_run(exp, run_name="twin").info.run_id for _ in range(2)]
+    capsys.readouterr()  # the store's own creation lines, when this test makes it first
     for argv in (["fit", "--resume", "twin"], ["eval", "--checkpoint", "twin"]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
