@@ -99,7 +99,7 @@ def tracking_store(cfg_uri: str | None) -> str:
         from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
 
         if not MLFLOW_ALLOW_FILE_STORE.get():
-            raise WmlabError(f"tracking.uri {uri} is a folder (MLflow's file store), which this "
+            raise WmlabError(f"the MLflow store {uri} is a folder (MLflow's file store), which this "
                              f"MLflow refuses ({setting}); use a database, e.g. "
                              f"tracking.uri=sqlite:///PATH/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")
         folder = uri.removeprefix("file://").removeprefix("file:")
