@@ -7,13 +7,17 @@ Prints, for the method at its paper settings (or a preset):
     on a filled replay with no env stepping (the ceiling set by the maths);
   * planning latency: ms per call of the exploring policy at batch 1, at the full
     planning horizon;
-  * peak memory: resident set size of the process and, on a GPU, peak allocated.
+  * peak memory: resident set size of the process and, on a GPU, peak allocated;
+  * with ``--compile MODE``: the update-only speed and the planning latency again after
+    ``run.compile=MODE`` compiles the same model in place (same weights, same replay), the
+    ratios to eager, and how long the first, compiling calls took.
 
 Usage (defaults: tdmpc on cheetah-run from states, 3000 env steps after prefill):
     python benchmarks/fit_throughput.py
     python benchmarks/fit_throughput.py --method tdmpc --env walker-walk --steps 5000
     python benchmarks/fit_throughput.py --preset debug          # a quick check
     python benchmarks/fit_throughput.py run.accelerator=gpu      # any config override
+    python benchmarks/fit_throughput.py --compile default        # eager against compiled
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--preset", action="append", default=[])
     ap.add_argument("--steps", type=int, default=3000, help="env steps measured after prefill")
     ap.add_argument("--prefill", type=int, default=1000, help="env steps of random prefill")
+    ap.add_argument("--compile", default="off", metavar="MODE",
+                    help="also measure the update-only loop and the planning latency with "
+                         "run.compile=MODE (default, reduce-overhead, max-autotune)")
     ap.add_argument("overrides", nargs="*")
     return ap.parse_args()
 
@@ -173,10 +180,25 @@ def update_only_speed(run, updates: int) -> float:
                           stage=stage, stage_env_steps=0, action_repeat=run.specs.action_repeat)
     run.stream = stream
     bar = loop.ProgressBar(run, stage, updates)
-    trainer = loop.make_trainer(run.cfg, [loop.Ticks(run, stage, bar)], False)
+    trainer = loop.make_trainer(run.cfg, [loop.Ticks(run, stage, bar), loop.FillBatch(run)], False)
     start = time.perf_counter()
     trainer.fit(run.method, DataLoader(stream, batch_size=None, collate_fn=loop._as_is))
     return updates / (time.perf_counter() - start)
+
+
+def compiled_speeds(run, mode: str, updates: int) -> tuple[float, float, float]:
+    """Compile the run's model in place (``run.compile=mode``), warm it up, and return the
+    seconds the warm-up (compiling) calls took, the update-only speed and the planning
+    latency of the compiled model."""
+    from wmlab import loop
+
+    loop.check_compile(mode)
+    loop.compile_method(run.method, mode)
+    start = time.perf_counter()
+    update_only_speed(run, 3)
+    planning_latency(run, calls=2)
+    warm = time.perf_counter() - start
+    return warm, update_only_speed(run, updates), planning_latency(run)
 
 
 def main() -> int:
@@ -201,10 +223,18 @@ def main() -> int:
         run.method.to(loop.replay_device(cfg, loop.make_trainer(cfg, [], False)))
         latency = planning_latency(run)
         ceiling = update_only_speed(run, max(20, min(200, updates)))
+        if args.compile != "off":
+            compiled = compiled_speeds(run, args.compile, max(20, min(200, updates)))
     sps, ups = steps / seconds, updates / seconds
     print(f"env steps/s      {sps:10.1f}   ({sps / raw:.3f} x raw env with random actions: {raw:.0f}/s)")
     print(f"updates/s        {ups:10.2f}   ({ups / ceiling:.3f} x update-only loop: {ceiling:.2f}/s)")
     print(f"planning latency {latency:10.2f} ms per policy call (batch 1)")
+    if args.compile != "off":
+        warm, c_ceiling, c_latency = compiled
+        print(f"run.compile={args.compile}: first calls (compiling) took {warm:.1f} s; then")
+        print(f"  update-only loop {c_ceiling:10.2f} updates/s  ({c_ceiling / ceiling:.2f} x eager: {ceiling:.2f}/s)")
+        print(f"  planning latency {c_latency:10.2f} ms per call  ({latency / c_latency:.2f} x as fast as "
+              f"eager: {latency:.2f} ms)")
     print(peak_memory())
     return 0
 

@@ -78,6 +78,8 @@ def test_build_act_and_save(name):
             assert action.shape == specs.action_shape
             assert torch.all(action >= specs.action_low - 1e-6) and torch.all(action <= specs.action_high + 1e-6)
             td = env.step(td)["next"]
+    for name in method.compiled_modules():  # what run.compile compiles (API 1.3)
+        assert isinstance(method.get_submodule(name), torch.nn.Module), name
     state = method.state_dict()
     clone = cls(cfg.method, specs)
     clone.load_state_dict(state)

@@ -18,7 +18,8 @@ method proposes candidate policies with :meth:`Method.ask` and is told their ret
 :meth:`Method.tell`). API 1.1 added stage data, on-policy rollouts, search stages,
 samplers (:mod:`wmlab.samplers`), composite observations and :meth:`Policy.act_td`;
 API 1.2 calls :meth:`Method.eval_videos` for on-policy methods too (with the latest
-rollout). Plugins written for 1.0 and 1.1 work unchanged.
+rollout); API 1.3 adds :meth:`Method.compiled_modules` (``run.compile``). Plugins written
+for 1.0, 1.1 and 1.2 work unchanged.
 """
 
 from __future__ import annotations
@@ -310,6 +311,14 @@ class Method(L.LightningModule):
         on-policy data (API 1.2) it is the latest rollout ``[N, T]``, and there is no call
         before the first one."""
         return {}
+
+    def compiled_modules(self) -> list[str]:
+        """Submodules (dotted names, as :meth:`~torch.nn.Module.get_submodule` reads them)
+        whose ``forward`` ``run.compile`` compiles with :func:`torch.compile`, in place: the
+        hot small networks of the update and of acting (e.g. a planner's dynamics and value
+        nets). Parameters, ``state_dict`` keys and checkpoints are unchanged. Default: none,
+        and ``run.compile`` says so and runs eager. (API 1.3)"""
+        return []
 
     def replay_transform(self):
         """A callable ``batch -> batch`` the core applies to every replay batch before

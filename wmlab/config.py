@@ -56,6 +56,13 @@ class RunConfig:
     """Lightning ``num_nodes``: machines of a DDP run, each running ``devices`` ranks."""
     threads: int = 0
     """torch intra-op threads; 0 keeps torch's default (every core, or ``$OMP_NUM_THREADS``)."""
+    compile: str = "off"
+    """``torch.compile`` the submodules the method names (``Method.compiled_modules``, e.g.
+    TD-MPC's latent dynamics, reward, Q and policy nets; the RSSM's cells, encoder, decoder
+    and heads): ``off``, or a torch.compile mode: ``default``, ``reduce-overhead`` (CUDA
+    graphs on a GPU), ``max-autotune``. Each module compiles at its first call (tens of
+    seconds); needs a C++ compiler. Weights and checkpoints are the same as eager's.
+    ``benchmarks/fit_throughput.py --compile MODE`` measures it against eager in one run."""
     envs: int = 1
     """Training envs stepping together (a torchrl SerialEnv when > 1), for every method:
     replay methods store every env's steps (the train ratio counts policy steps over all

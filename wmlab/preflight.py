@@ -153,5 +153,8 @@ def storage(cfg: Any, *, run_id: str | None = None) -> None:
 
 def fit(cfg: Any, family: Any, task: str, *, run_id: str | None = None) -> None:
     """Everything ``wmlab fit`` needs, checked before the envs are built."""
+    from wmlab.loop import check_compile
+
+    check_compile(cfg.run.compile)
     storage(cfg, run_id=run_id)
     rendering(family, task, cfg.env, video=_video(cfg))

@@ -107,6 +107,13 @@ class WorldModel(nn.Module):
         """Probability that the episode goes on in each state ``[..., 1]``, or ``None``."""
         return None if self.cont_head is None else self.cont_head.prob(feat)
 
+    def compiled_modules(self) -> list[str]:
+        """The networks every update and policy step runs (names under this module), for
+        ``run.compile``: the RSSM's prior and posterior nets and recurrent cell, the encoder,
+        the decoder and the reward head."""
+        return ["encoder", "decoder", "reward_head", "rssm.img_in", "rssm.cell", "rssm.img_out",
+                "rssm.obs_out"]
+
     def parts(self) -> dict[str, nn.Module]:
         """The trained parts by name (for the optimizer and grad-norm logging)."""
         parts = {"encoder": self.encoder, "rssm": self.rssm, "decoder": self.decoder,

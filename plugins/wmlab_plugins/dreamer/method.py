@@ -141,6 +141,9 @@ class Dreamer(Method):
         return GaussianHead(feat_dim, 1, hidden=self.cfg.units, layers=self.cfg.value_layers)
 
     # --- contract ---------------------------------------------------------------------------
+    def compiled_modules(self) -> list[str]:
+        return [f"world_model.{name}" for name in self.world_model.compiled_modules()] + ["actor", "value"]
+
     def data_spec(self) -> DataSpec:
         c = self.cfg
         return DataSpec(batch_size=c.batch_size, sequence_length=c.sequence_length,

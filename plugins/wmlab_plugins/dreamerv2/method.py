@@ -71,6 +71,9 @@ class DreamerV2(Dreamer):
         super().__init__(cfg, specs)
         self.slow_value = copy.deepcopy(self.value).requires_grad_(False)
 
+    def compiled_modules(self) -> list[str]:
+        return [*super().compiled_modules(), "slow_value"]
+
     def data_spec(self) -> DataSpec:
         """Dreamer's windows, drawn towards episode ends with ``prioritize_ends``, from
         finished episodes only without ``ongoing``."""

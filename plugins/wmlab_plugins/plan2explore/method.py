@@ -82,6 +82,9 @@ class Plan2Explore(Dreamer):
         return [*super().configure_optimizers(), adam(self.expl_actor, c.actor_lr),
                 adam(self.expl_value, c.value_lr), adam(self.ensemble, c.ensemble_lr)]
 
+    def compiled_modules(self) -> list[str]:
+        return [*super().compiled_modules(), "expl_actor", "expl_value", "ensemble"]
+
     # --- training ---------------------------------------------------------------------------
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         model_opt, actor_opt, value_opt, expl_actor_opt, expl_value_opt, ensemble_opt = self.optimizers()

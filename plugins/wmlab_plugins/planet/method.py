@@ -97,6 +97,9 @@ class PlaNet(Method):
                           obs_ndim=len(shape), preprocess=functools.partial(quantize_pixels, bits=c.image_bits))
 
     # --- contract ---------------------------------------------------------------------------
+    def compiled_modules(self) -> list[str]:
+        return [f"world_model.{name}" for name in self.world_model.compiled_modules()]
+
     def data_spec(self) -> DataSpec:
         c, s = self.cfg, self.specs
         ratio = c.train_ratio if c.train_ratio is not None else c.collect_interval / s.episode_policy_steps

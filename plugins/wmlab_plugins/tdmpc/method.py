@@ -97,6 +97,11 @@ class TDMPC(Method):
                     max_std=c.max_std, select=c.action_selection)
 
     # --- contract -----------------------------------------------------------------------
+    def compiled_modules(self) -> list[str]:
+        """The planner's inner loop runs the latent dynamics, reward, Q and policy nets; the
+        update runs those and both encoders."""
+        return [f"model.{name}" for name in self.model.compiled_modules()]
+
     def data_spec(self) -> DataSpec:
         return DataSpec(batch_size=self.cfg.batch_size, sequence_length=self.cfg.horizon + 1,
                         train_ratio=1.0, prefill_steps=self.cfg.seed_steps * self.specs.action_repeat)

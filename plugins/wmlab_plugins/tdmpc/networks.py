@@ -95,6 +95,11 @@ class TOLD(nn.Module):
         self._target_Qs = set_requires_grad_(copy.deepcopy(self._Qs), False)
         self.pi_noise_clip = pi_noise_clip
 
+    def compiled_modules(self) -> list[str]:
+        """Every network (names under this module), for ``run.compile``."""
+        qs = [f"{group}.{i}" for group in ("_Qs", "_target_Qs") for i in range(len(self._Qs))]
+        return ["_encoder", "_target_encoder", "_dynamics", "_reward", "_pi", *qs]
+
     @staticmethod
     def _make_encoder(obs_shape, latent_dim, enc_dim, num_channels) -> nn.Module:
         if len(obs_shape) == 3:

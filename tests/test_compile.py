@@ -1,0 +1,61 @@
+"""``run.compile``: torch.compile of the submodules a method names, in place."""
+
+import pytest
+import torch
+
+from wmlab import loop, registry
+from wmlab.cli import main
+from wmlab.config import compose
+from wmlab.errors import ConfigError
+
+from test_contract import env_and_specs
+
+
+def tdmpc():
+    cls, _ = registry.load_method("tdmpc")
+    cfg = compose("tdmpc", cls, "cartpole-swingup", presets=["debug"])
+    return cls, cls(cfg.method, env_and_specs()[1])
+
+
+def test_a_bad_mode_is_one_line(capsys):
+    argv = ["fit", "--method", "tdmpc", "--env", "cartpole-swingup", "--preset", "debug", "run.compile=fast"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["wmlab: error: run.compile=fast; valid: off, default, reduce-overhead, max-autotune"]
+
+
+def test_no_cxx_compiler_is_a_config_error(monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(loop.shutil, "which", lambda name: None)
+    loop.check_compile("off")  # eager needs no compiler
+    with pytest.raises(ConfigError, match="needs a C.. compiler.*install g\\+\\+, or set run.compile=off"):
+        loop.check_compile("default")
+
+
+def test_the_named_modules_compile_in_place_and_compute_what_eager_does(capsys):
+    _, method = tdmpc()
+    keys = list(method.state_dict())
+    names = loop.compile_method(method, "default")
+    assert names == method.compiled_modules() and "model._dynamics" in names
+    assert "9 modules of TDMPC compile at their first calls" in capsys.readouterr().err
+    assert list(method.state_dict()) == keys  # checkpoints are those of an eager run
+    for name in names:
+        assert "forward" in vars(method.get_submodule(name)), name
+    dynamics = method.get_submodule("model._dynamics")
+    x = torch.randn(4, dynamics[0].in_features)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = dynamics(x)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # it did compile
+    torch.testing.assert_close(compiled, type(dynamics).forward(dynamics, x))  # as eager
+
+
+def test_a_method_naming_nothing_runs_eager_and_a_wrong_name_is_a_config_error(capsys):
+    cls, method = tdmpc()
+    method.compiled_modules = lambda: []
+    assert loop.compile_method(method, "default") == []
+    assert "TDMPC names no modules to compile (Method.compiled_modules); it runs eager" in capsys.readouterr().err
+    method.compiled_modules = lambda: ["model._nosuch"]
+    with pytest.raises(ConfigError, match="names 'model._nosuch', which is not a submodule of TDMPC"):
+        loop.compile_method(method, "default")
+    assert loop.compile_method(method, "off") == []  # off looks at nothing
