@@ -1,4 +1,4 @@
-"""Dreamer learns: cartpole-swingup from states passes an eval return of 200 in 32k env steps.
+"""Dreamer learns: cartpole-swingup from states passes an eval return of 200 in 24k env steps.
 
 Why 200 means learning: at action repeat 8 a uniformly random policy gets 128 +- 67 per
 1000-frame episode (30 episodes), a constant push 75 and doing nothing 0; 200 needs the pole
@@ -11,6 +11,10 @@ env steps:
     seed 3: 109  75 205 159 213 243 236 274
 
 It takes about 5 minutes on 2 CPU cores (one thread; 3,750 updates at ~12 updates/s).
+
+The check stops at 24k (2,750 updates) to fit CI's budget. With today's code, on one core
+beside another run (8 min each), seed 1 gave 75, 146, 273 and seed 2 75, 220, 255 at 8k,
+16k, 24k; the table above is of an earlier version of the method.
 """
 
 import pytest
@@ -18,7 +22,7 @@ from learning_helpers import eval_curve, fit_cartpole
 
 THRESHOLD = 200.0
 RANDOM_POLICY = 128.0
-STEPS = 32_000
+STEPS = 24_000
 
 
 @pytest.mark.slow
