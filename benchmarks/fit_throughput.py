@@ -232,7 +232,7 @@ def main() -> int:
     if args.compile != "off":
         warm, c_ceiling, c_latency = compiled
         print(f"run.compile={args.compile}: first calls (compiling) took {warm:.1f} s; then")
-        print(f"  update-only loop {c_ceiling:10.2f} updates/s  ({c_ceiling / ceiling:.2f} x eager: {ceiling:.2f}/s)")
+        print(f"  update-only loop {c_ceiling:10.3g} updates/s  ({c_ceiling / ceiling:.2f} x eager: {ceiling:.3g}/s)")
         print(f"  planning latency {c_latency:10.2f} ms per call  ({latency / c_latency:.2f} x as fast as "
               f"eager: {latency:.2f} ms)")
     print(peak_memory())

@@ -64,7 +64,8 @@ class RunConfig:
     seconds); needs a C++ compiler. Weights and checkpoints are the same as eager's.
     ``benchmarks/fit_throughput.py --compile MODE`` measures it against eager in one run: on
     one CPU core, TD-MPC at the paper's sizes ran 1.06x the updates/s and planned 1.11x as
-    fast (the README's Benchmarks)."""
+    fast, Dreamer from states 1.15x the updates/s but acted 0.67x as fast at batch 1 (the
+    README's Benchmarks)."""
     envs: int = 1
     """Training envs stepping together (a torchrl SerialEnv when > 1), for every method:
     replay methods store every env's steps (the train ratio counts policy steps over all
