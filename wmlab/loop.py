@@ -182,8 +182,8 @@ def compile_method(method: Method, mode: str) -> list[str]:
         return []
     # modules of one class share a forward, so dynamo keeps their graphs in one cache, whose
     # default limit (8) a method's MLPs of several depths and shapes would overflow into eager
-    limit = torch._dynamo.config
-    limit.recompile_limit = max(limit.recompile_limit, 8 * len(names))
+    dynamo = torch._dynamo.config
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 8 * len(names))
     for name in names:
         try:
             module = method.get_submodule(name)
