@@ -11,9 +11,9 @@ Why 35% means learning: a uniformly random policy solves 22% of these rooms with
 (2,000 levels; 32% within the paper's 120 steps, which is why the check shortens the limit:
 a random walk in a 3x3 room stumbles on the solution given time, so under 120 steps the
 margin a CPU budget can show is small). 35% is 13 points above it, about three standard
-errors of a 100-episode rate. The agents start below the random policy (17-19% after the
-model-free stage, whose data the env model learns from), so the margin comes from what the
-I2A agent learnt.
+errors of a 100-episode rate. The model-free agent whose data the env model learns from
+solves 16-19% at 20k and 40k env steps, below the random policy, so the margin comes from
+what the I2A agent learnt.
 
 Seen with this configuration (seeds 1-4), solved rate at 80k env steps, and with 2,000
 env-model updates and evaluations every 20k (seeds 1, 2):
