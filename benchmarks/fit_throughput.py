@@ -222,9 +222,10 @@ def main() -> int:
         seconds, steps, updates, _ = timed_fit(run)
         run.method.to(loop.replay_device(cfg, loop.make_trainer(cfg, [], False)))
         latency = planning_latency(run)
-        ceiling = update_only_speed(run, max(20, min(200, updates)))
+        measured = max(20, min(200, updates))  # updates of each update-only measurement
+        ceiling = update_only_speed(run, measured)
         if args.compile != "off":
-            compiled = compiled_speeds(run, args.compile, max(20, min(200, updates)))
+            compiled = compiled_speeds(run, args.compile, measured)
     sps, ups = steps / seconds, updates / seconds
     print(f"env steps/s      {sps:10.1f}   ({sps / raw:.3f} x raw env with random actions: {raw:.0f}/s)")
     print(f"updates/s        {ups:10.2f}   ({ups / ceiling:.3f} x update-only loop: {ceiling:.2f}/s)")

@@ -14,7 +14,7 @@ from test_contract import env_and_specs
 def tdmpc():
     cls, _ = registry.load_method("tdmpc")
     cfg = compose("tdmpc", cls, "cartpole-swingup", presets=["debug"])
-    return cls, cls(cfg.method, env_and_specs()[1])
+    return cls(cfg.method, env_and_specs()[1])
 
 
 def test_a_bad_mode_is_one_line(capsys):
@@ -33,7 +33,7 @@ def test_no_cxx_compiler_is_a_config_error(monkeypatch):
 
 
 def test_the_named_modules_compile_in_place_and_compute_what_eager_does(capsys):
-    _, method = tdmpc()
+    method = tdmpc()
     keys = list(method.state_dict())
     names = loop.compile_method(method, "default")
     assert names == method.compiled_modules() and "model._dynamics" in names
@@ -54,7 +54,7 @@ def test_the_named_modules_compile_in_place_and_compute_what_eager_does(capsys):
 
 
 def test_a_method_naming_nothing_runs_eager_and_a_wrong_name_is_a_config_error(capsys):
-    cls, method = tdmpc()
+    method = tdmpc()
     method.compiled_modules = lambda: []
     assert loop.compile_method(method, "default") == []
     assert "TDMPC names no modules to compile (Method.compiled_modules); it runs eager" in capsys.readouterr().err
