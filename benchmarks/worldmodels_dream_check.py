@@ -35,7 +35,7 @@ run once: random policies 221 (uniform) and 331 (held) frames, dream fitness 249
 over 20 generations (noisy, 261-342), real-game survival of the controller 230 (16
 episodes); 11.7 minutes of wall time (3.8 of CPU time) on 2 shared cores.
 
-Five times the data did not help either (December 2026, one core each, ~11 minutes a run):
+Before that change, five times the data did not help either (December 2026, one core each, ~11 minutes a run):
 ``method.collect_steps=40000 method.vae_updates=2000 method.rnn_updates=2000
 method.rnn_hidden=128`` on top of the ``cpu`` preset. With sampled deaths the dream fitness
 rose from 568 to 682 steps over the 20 generations (best candidates 790-944), and the
@@ -43,6 +43,37 @@ controller survived 201 +- 66 frames in the real game (16 episodes), below both 
 policies: it exploits what M gets wrong. With the paper's rule (p(done) > 0.5) the done
 head still never fired (every candidate scored the full 1,000 steps) and the controller
 survived 157 +- 59 frames.
+
+M's windows and deaths (December 2026). Until then M's windows were drawn uniformly inside
+one episode, so the window holding an episode's death came up ``rnn_sequence`` (32) times
+less often than a window over a mid-episode step, and the done head had next to nothing to
+learn from: on 24 fresh held-random episodes its p(done) was 0.003 at the deaths and 0.0013
+elsewhere. M's windows now draw the one ending an episode ``rnn_sequence + 1`` times as
+often (deaths seen about as often as any step, as in the authors' batches). Measured on 24
+fresh held-random episodes, one core each:
+
+=====================================  =====================  ===========  ===========
+run (``cpu`` preset plus)              p(done), death / >30   p > 0.5 far  real C
+                                       steps before           before death (16 eps)
+=====================================  =====================  ===========  ===========
+(as is)                                0.39 / 0.08            -            169 +- 36
+collect 20k, V 2k, M 1k updates        0.56 / 0.07            2.2%         167 +- 34
+collect 20k, V 2k, M 3k updates        0.61 / 0.11            -            170 +- 46
+collect 60k, V 6k (batch 64), z 32,    0.45 / 0.07            4.3%         167 +- 34
+M 128 units, 3k updates (18 min)
+=====================================  =====================  ===========  ===========
+
+The done head now sees deaths coming (half the deaths pass 0.5), but it also fires on 2-4%
+of the frames far from any death, so a dream ends after 50-110 steps whatever the
+controller does, and M ranks policies unlike the game: in the 60k-frame M's dream (tau
+1.15) the uniform, held and standing-still policies all survive 93-112 steps (the game:
+221, 331-365, ~100) and always moving right survives 389. CMA-ES finds that (97-99% right
+moves, dream fitness 93 -> 317 over 20 generations, the same at tau 1.3) and in the game
+the controller runs into the wall and survives 167 frames. Sampled deaths (``dream_done=
+sample``, with or without dividing the odds by ``done_weight``) gave the same picture. This
+check, run once after the change: random 221 / 331, dream fitness 42 -> 58, controller 199
+frames (16 episodes), threshold 431: not reached. M needs far more deaths than a CPU run
+collects (the paper's saw about 10,000 episodes).
 """
 
 import os

@@ -7,11 +7,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from tensordict import TensorDict
 
+from wmlab import keys
 from wmlab.api import EnvSpecs, Stage
 from wmlab.cli import main
 from wmlab.config import compose
 from wmlab.errors import ConfigError
+from wmlab.replay import Replay
+from wmlab.samplers import Windows
 from wmlab_plugins.worldmodels import WorldModels
 from wmlab_plugins.worldmodels.networks import (Mixture, controller_act, mdn_loss,
                                                 mixture_log_prob, sample_mixture, vae_loss)
@@ -98,6 +102,37 @@ def test_done_head_loss_weights_endings():
     weighted = mdn_loss(mix, z, logit, done, done_weight=10.0)["done"]
     assert torch.isclose(plain, torch.tensor(math.log(2)))
     assert torch.isclose(weighted, torch.tensor(11 * math.log(2) / 2))
+
+
+def label_shares(sampler, episodes: int = 20, steps: int = 100) -> tuple[float, float]:
+    """How often M's windows (from ``sampler``) hold the death of an episode of ``steps``
+    policy steps as a done label, and how often a mid-episode row, as a label."""
+    replay = Replay(episodes * (steps + 1), "cpu")
+    for _ in range(episodes):
+        for t in range(steps + 1):  # the policy steps, then the final row
+            dead = t >= steps - 1
+            replay.write(TensorDict({
+                keys.OBSERVATION: torch.tensor([float(t)]), keys.ACTION: torch.zeros(3),
+                keys.IS_INIT: torch.tensor([t == 0]), keys.REWARD: torch.zeros(1),
+                keys.DONE: torch.tensor([dead]), keys.TERMINATED: torch.tensor([dead]),
+                keys.TRUNCATED: torch.tensor([False])}, batch_size=[]).unsqueeze(0), torch.tensor([0]))
+    labels = sampler.sample(replay, 40_000).get(keys.OBSERVATION).squeeze(-1)[:, :-1]
+    return ((labels == steps - 1).float().mean().item(),
+            (labels == steps // 2).float().mean().item())
+
+
+def test_m_sees_each_death_about_as_often_as_any_other_step():
+    """The done head's only positive labels are the deaths, one per episode: M's windows
+    draw the one ending an episode often enough that its death is a label about as often as
+    a mid-episode step (the authors' concatenated episodes: exactly as often); uniform
+    windows of 8 show it 7 times less often."""
+    torch.manual_seed(0)
+    m = method()
+    sampler = next(s for s in m.stages() if s.name == "mdn").data.sampler
+    death, middle = label_shares(sampler)
+    assert 0.8 < death / middle < 1.6, (death, middle)
+    death, middle = label_shares(Windows(m.cfg.rnn_sequence))
+    assert death / middle < 0.25, (death, middle)
 
 
 # --- C ---------------------------------------------------------------------------------

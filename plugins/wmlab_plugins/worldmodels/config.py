@@ -16,7 +16,10 @@ Where wmlab departs from the paper, in short:
   (V frozen after its stage), the same distribution as the authors' stored mean and std,
   computed per batch rather than once.
 * M trains on windows inside one episode (``rnn_sequence`` frames); the authors pad
-  or concatenate episodes to 1,000 frames with a restart flag.
+  or concatenate episodes to 1,000 frames with a restart flag. The window that ends an
+  episode is drawn ``rnn_sequence + 1`` times as often as the others, so each episode's
+  end (Doom: the death, the done head's only positive label) is seen about as often as
+  in the authors' batches, where every step is seen equally often.
 * The data-collecting policy is a controller with random weights redrawn every episode
   (CarRacing, as the authors) or a uniformly random choice held for 1-10 steps (Doom, the
   authors' "more diverse random policy"), ``collect_policy``.

@@ -12,6 +12,7 @@ from tensordict import TensorDictBase
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy, Search, Stage
 from wmlab.errors import ConfigError, check_choices
+from wmlab.samplers import Windows
 
 from .config import COLLECT_POLICIES, CONTROLLER_INPUTS, DREAM_DONE, TRAIN_IN, WorldModelsConfig
 from .networks import (MDNRNN, VAE, controller_act, controller_shapes, mdn_loss,
@@ -149,10 +150,18 @@ class WorldModels(Method):
                   data=DataSpec(batch_size=c.vae_batch, prefill_steps=0)),
             Stage(MDN, env_steps=0, updates=c.rnn_updates,
                   data=DataSpec(batch_size=c.rnn_batch, sequence_length=c.rnn_sequence,
-                                prefill_steps=0)),
+                                prefill_steps=0, sampler=self.rnn_windows())),
             Stage(CONTROLLER, search=Search(generations=c.generations, episodes=c.episodes,
                                             in_env=c.train_in == "env")),
         ]
+
+    def rnn_windows(self) -> Windows:
+        """M's windows: inside one episode, the one that ends with a finished episode drawn
+        ``rnn_sequence + 1`` times as often as any other, so an episode's last transition (a
+        death: the done head's only positive label) is seen about as often as any other
+        transition, as in the authors' batches of concatenated episodes. Uniform windows
+        would show it ``rnn_sequence`` times less often than a transition mid-episode."""
+        return Windows(length=self.cfg.rnn_sequence, prioritize_ends=True)
 
     def on_stage_start(self, stage: Stage) -> None:
         self.phase = stage.name
