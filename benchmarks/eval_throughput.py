@@ -51,7 +51,7 @@ def main() -> None:
                       overrides=[*args.overrides, f"eval.envs={k}", f"run.threads={args.threads}"])
         run = loop.build(cfg, args.method)
         policy = run.method.make_policy(explore=False)
-        policy.obs_keys = loop.obs_keys(run.specs)
+        loop.ready_policy(run, policy)
         more = loop.more_eval_envs(run)
         best = None
         for _ in range(args.repeats):

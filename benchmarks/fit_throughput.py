@@ -10,7 +10,10 @@ Prints, for the method at its paper settings (or a preset):
   * peak memory: resident set size of the process and, on a GPU, peak allocated;
   * with ``--compile MODE``: the update-only speed and the planning latency again after
     ``run.compile=MODE`` compiles the same model in place (same weights, same replay), the
-    ratios to eager, and how long the first, compiling calls took.
+    ratios to eager, and how long the first, compiling calls took;
+  * with ``--precision MODE``: the update-only speed and the planning latency again with
+    ``run.precision=MODE`` (e.g. ``bf16-mixed``; same weights, same replay, measured before
+    any compiling), and the ratios to the run's own precision.
 
 Usage (defaults: tdmpc on cheetah-run from states, 3000 env steps after prefill):
     python benchmarks/fit_throughput.py
@@ -18,6 +21,7 @@ Usage (defaults: tdmpc on cheetah-run from states, 3000 env steps after prefill)
     python benchmarks/fit_throughput.py --preset debug          # a quick check
     python benchmarks/fit_throughput.py run.accelerator=gpu      # any config override
     python benchmarks/fit_throughput.py --compile default        # eager against compiled
+    python benchmarks/fit_throughput.py --precision bf16-mixed   # float32 against bf16 autocast
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--compile", default="off", metavar="MODE",
                     help="also measure the update-only loop and the planning latency with "
                          "run.compile=MODE (default, reduce-overhead, max-autotune)")
+    ap.add_argument("--precision", default=None, metavar="MODE",
+                    help="also measure the update-only loop and the planning latency with "
+                         "run.precision=MODE (bf16-mixed, 16-mixed)")
     ap.add_argument("overrides", nargs="*")
     return ap.parse_args()
 
@@ -73,7 +80,9 @@ def raw_env_speed(run, seconds: float = 3.0) -> float:
 
 def planning_latency(run, calls: int = 30) -> float:
     """ms per exploring-policy call at batch 1 once every schedule has reached its end."""
-    policy = run.method.make_policy(explore=True)
+    from wmlab.loop import ready_policy
+
+    policy = ready_policy(run, run.method.make_policy(explore=True))
     run.method.progress.env_steps = 10**9
     td = run.env.reset()
     policy(td.clone())  # warm-up
@@ -201,6 +210,25 @@ def compiled_speeds(run, mode: str, updates: int) -> tuple[float, float, float]:
     return warm, update_only_speed(run, updates), planning_latency(run)
 
 
+def precision_speeds(run, mode: str, updates: int) -> tuple[float, float]:
+    """The update-only speed and the planning latency of the same model and replay with
+    ``run.precision=mode`` (Lightning's autocast in the updates, the core's around acting)."""
+    from omegaconf import OmegaConf
+
+    from wmlab.config import PRECISIONS
+    from wmlab.errors import ConfigError
+
+    if mode not in PRECISIONS:
+        raise ConfigError(f"--precision {mode!r} is not valid; valid: {', '.join(PRECISIONS)}")
+    own = run.cfg
+    run.cfg = OmegaConf.merge(own, {"run": {"precision": mode}})
+    try:
+        update_only_speed(run, 3)  # (warm-up)
+        return update_only_speed(run, updates), planning_latency(run)
+    finally:
+        run.cfg = own
+
+
 def main() -> int:
     import torch
 
@@ -224,12 +252,19 @@ def main() -> int:
         latency = planning_latency(run)
         measured = max(20, min(200, updates))  # updates of each update-only measurement
         ceiling = update_only_speed(run, measured)
+        if args.precision:
+            p_ceiling, p_latency = precision_speeds(run, args.precision, measured)
         if args.compile != "off":
             compiled = compiled_speeds(run, args.compile, measured)
     sps, ups = steps / seconds, updates / seconds
     print(f"env steps/s      {sps:10.1f}   ({sps / raw:.3f} x raw env with random actions: {raw:.0f}/s)")
     print(f"updates/s        {ups:10.2f}   ({ups / ceiling:.3f} x update-only loop: {ceiling:.2f}/s)")
     print(f"planning latency {latency:10.2f} ms per policy call (batch 1)")
+    if args.precision:
+        print(f"run.precision={args.precision} (against {cfg.run.precision}):")
+        print(f"  update-only loop {p_ceiling:10.3g} updates/s  ({p_ceiling / ceiling:.2f} x: {ceiling:.3g}/s)")
+        print(f"  planning latency {p_latency:10.2f} ms per call  ({latency / p_latency:.2f} x as fast: "
+              f"{latency:.2f} ms)")
     if args.compile != "off":
         warm, c_ceiling, c_latency = compiled
         print(f"run.compile={args.compile}: first calls (compiling) took {warm:.1f} s; then")

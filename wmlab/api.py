@@ -18,12 +18,14 @@ method proposes candidate policies with :meth:`Method.ask` and is told their ret
 :meth:`Method.tell`). API 1.1 added stage data, on-policy rollouts, search stages,
 samplers (:mod:`wmlab.samplers`), composite observations and :meth:`Policy.act_td`;
 API 1.2 calls :meth:`Method.eval_videos` for on-policy methods too (with the latest
-rollout); API 1.3 adds :meth:`Method.compiled_modules` (``run.compile``). Plugins written
-for 1.0, 1.1 and 1.2 work unchanged.
+rollout); API 1.3 adds :meth:`Method.compiled_modules` (``run.compile``); API 1.4 runs
+:meth:`Policy.act` under autocast with a mixed ``run.precision`` (:attr:`Policy.autocast`).
+Plugins written for 1.0 to 1.3 work unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
@@ -218,6 +220,10 @@ class Policy(TensorDictModuleBase):
 
     in_keys = [keys.OBSERVATION, keys.IS_INIT]
     out_keys = [keys.ACTION]
+    #: the dtype :meth:`act` runs under ``torch.autocast`` with (the core sets it from a
+    #: mixed ``run.precision``: bfloat16 for ``bf16-mixed``, float16 for ``16-mixed``), or
+    #: ``None``: as the weights are. Floating actions come back as float32. (API 1.4)
+    autocast: torch.dtype | None = None
 
     def __init__(self, device: torch.device | str = "cpu"):
         super().__init__()
@@ -237,6 +243,11 @@ class Policy(TensorDictModuleBase):
         (API 1.1)"""
         return self.act(obs.get(keys.OBSERVATION), is_init)
 
+    def _autocast(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
+
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         batch = td.batch_size
         flat = td.reshape(-1) if len(batch) != 1 else td
@@ -249,8 +260,10 @@ class Policy(TensorDictModuleBase):
         if is_init is None:
             is_init = torch.zeros(n, dtype=torch.bool)
         is_init = is_init.reshape(n, -1)[:, 0].to(self.device)
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             action = self.act_td(obs, is_init)
+        if action.dtype in (torch.bfloat16, torch.float16):
+            action = action.float()
         td.set(keys.ACTION, action.reshape(*batch, *action.shape[1:]).to(td.device or "cpu"))
         return td
 

@@ -487,7 +487,7 @@ def _evaluate(cfg, state: dict, ckpt: Path, cls, plugin, *, render_size: int | N
     run = loop.build(cfg, state["method"], method_cls=cls, plugin=plugin)
     loop.restore_weights(run, ckpt, state)
     policy = run.method.make_policy(explore=False)
-    policy.obs_keys = loop.obs_keys(run.specs)
+    loop.ready_policy(run, policy)
     render = None if render_size is None else (lambda env: run.family.render(env, render_size))
     return seeded(lambda: evaluate(run.eval_env, policy, episodes=cfg.eval.episodes,
                                    max_steps=run.specs.episode_policy_steps, seed=cfg.run.seed,

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from wmlab import checkpoint, registry
-from wmlab.api import COLLECT, DataSpec, EnvSpecs, Method, Progress, Stage
+from wmlab.api import COLLECT, DataSpec, EnvSpecs, Method, Policy, Progress, Stage
 from wmlab.data import (Collection, CollectStream, RandomPolicy, ReplayStream, RolloutStream, SwitchPolicy, make_replay,
                         num_envs, sample, stored_keys)
 from wmlab.errors import CheckpointError, ConfigError
@@ -500,7 +500,7 @@ def more_eval_envs(run: Run) -> list:
 def evaluate_now(run: Run) -> float:
     cfg = run.cfg
     policy = run.method.make_policy(explore=False)
-    policy.obs_keys = obs_keys(run.specs)
+    ready_policy(run, policy)
     render = None
     if cfg.eval.video:
         render = lambda env: run.family.render(env, cfg.eval.video_size)  # noqa: E731
@@ -672,6 +672,20 @@ def obs_keys(specs: EnvSpecs) -> tuple[str, ...]:
     return (keys.OBSERVATION, *specs.extra_obs)
 
 
+#: the autocast dtype of Lightning's mixed precision settings
+MIXED_PRECISION = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16,
+                   "16-mixed": torch.float16, "16": torch.float16}
+
+
+def ready_policy(run: Run, policy: Policy) -> Policy:
+    """Set what the core tells a policy before it acts: the observation entries it reads,
+    and under a mixed ``run.precision`` the autocast dtype its ``act`` runs under (so acting,
+    planning included, computes as the updates do)."""
+    policy.obs_keys = obs_keys(run.specs)
+    policy.autocast = MIXED_PRECISION.get(str(run.cfg.run.precision))
+    return policy
+
+
 def stage_data(run: Run, stage: Stage) -> DataSpec:
     return stage.data if stage.data is not None else run.data_spec
 
@@ -682,7 +696,7 @@ def stage_policy(run: Run, stage: Stage, spec: DataSpec):
     if stage.collects == "random":
         return random
     policy = run.method.make_policy(explore=stage.explore)
-    policy.obs_keys = obs_keys(run.specs)
+    ready_policy(run, policy)
     prefill = math.ceil(spec.prefill_steps / run.specs.action_repeat)
     return SwitchPolicy(random, policy, lambda: run.progress.policy_steps < prefill)
 
@@ -804,7 +818,7 @@ def score_in_env(run: Run, policy, episodes: int) -> float:
     at a time; their env steps count like any others."""
     from wmlab.data import num_envs
 
-    policy.obs_keys = obs_keys(run.specs)
+    ready_policy(run, policy)
     n, returns = num_envs(run.env), []
     while len(returns) < episodes:
         rets, lengths = first_episodes(run.env, policy, max_steps=run.specs.episode_policy_steps, n=n)

@@ -144,8 +144,10 @@ class TruncNormalActor(nn.Module):
         self.min_std, self.clip = min_std, clip
 
     def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``mean, std`` of the Normal before truncation: ``[..., A]`` each."""
-        mean, std = self.net(feat).chunk(2, -1)
+        """``mean, std`` of the Normal before truncation: ``[..., A]`` each, in float32 under
+        mixed precision (the authors' distribution layers cast to float32 too; the inverse
+        normal CDF has no bfloat16 kernel)."""
+        mean, std = self.net(feat).float().chunk(2, -1)
         return torch.tanh(mean), 2.0 * torch.sigmoid(std / 2.0) + self.min_std
 
     @staticmethod

@@ -32,13 +32,14 @@ class VAE(nn.Module):
         self.z_dim = z_dim
 
     def encode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-variance ``[..., z_dim]`` of q(z | frame)."""
+        """Mean and log-variance ``[..., z_dim]`` of q(z | frame) (float32 under mixed
+        precision, as the outputs below)."""
         h = self.encoder(preprocess_obs(obs))
-        return self.mean(h), self.logvar(h)
+        return self.mean(h).float(), self.logvar(h).float()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Frames in [0, 1], ``[..., 3, 64, 64]``."""
-        return torch.sigmoid(self.decoder(z))
+        return torch.sigmoid(self.decoder(z).float())
 
 
 def vae_loss(target: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor,
@@ -113,9 +114,9 @@ class MDNRNN(nn.Module):
 
     def heads(self, h: torch.Tensor) -> tuple[Mixture, torch.Tensor | None]:
         """The next z's mixture (``[..., z_dim, K]`` each) and the done logit ``[...]``."""
-        out = self.mdn(h).reshape(*h.shape[:-1], self.z_dim, 3, self.mixtures)
+        out = self.mdn(h).float().reshape(*h.shape[:-1], self.z_dim, 3, self.mixtures)
         mix = Mixture(out[..., 0, :], out[..., 1, :], out[..., 2, :].clamp(-7.0, 5.0))
-        done = self.done(h).squeeze(-1) if self.done is not None else None
+        done = self.done(h).float().squeeze(-1) if self.done is not None else None
         return mix, done
 
     def unroll(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
