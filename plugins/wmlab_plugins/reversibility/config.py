@@ -93,8 +93,12 @@ class ReversibilityConfig:
     sigmoid(f(s') - f(s)) with f an MLP on one observation, antisymmetric by construction; a
     step between two close states then gets psi near 0.5 even where one step's dynamics
     would give its order away (CartPole's positions follow its velocities), so RAE penalises
-    the drift towards an irreversible state, not every step [wmlab; the ``cartpole-rae``
-    preset uses it]."""
+    the drift towards an irreversible state, not every step. The authors' psi is additive
+    too (a linear head on the two observations' separate codes), so it cannot compare the
+    two states either [wmlab; the ``cartpole-rae`` and ``cartpole-rac`` presets use it: with
+    ``pair``, RAC's filtered random policy lasted 32, 377 and 144 steps on seeds 1-3 of
+    its check, 82 and 500 with twice the budget; with ``potential`` 245, 290, 500 and 500
+    on seeds 1-4]."""
     psi_bound: float = 0.0
     """With ``psi_form=potential``: f is squashed into (-psi_bound, psi_bound) (0: not
     squashed). Trained online on an agent that balances for longer and longer, an unbounded

@@ -62,9 +62,13 @@ class Reversibility(Method):
                              "phi_updates": 5, "max_distance": 20, "psi_every": 50},
                   "run": {"envs": 2, "steps": 200}},
         # RAC lets a uniformly random policy balance CartPole [paper Sec. 5.2] (wmlab's check of
-        # the filter alone; rac_cartpole.py filters PPO on CartPole-v0's 200-step episodes)
+        # the filter alone; rac_cartpole.py filters PPO on CartPole-v0's 200-step episodes).
+        # psi in the potential form: like the authors' psi (each observation encoded alone, a
+        # linear head on the two codes) it cannot compare the two states, so it cannot read a
+        # step's order off CartPole's dynamics (see psi_form)
         "cartpole-rac": {"method": {"mode": "rac", "agent": "random", "random_steps": 20_000,
-                                    "psi_updates": 3000, "phi_updates": 3000},
+                                    "psi_updates": 3000, "phi_updates": 3000,
+                                    "psi_form": "potential"},
                          "run": {"envs": 1, "steps": 20_000},
                          "eval": {"every": 10_000, "episodes": 20}},
         # reward-free RAE: PPO learns to balance CartPole from the penalty alone [paper Sec. 5.1]
