@@ -97,8 +97,8 @@ class ReversibilityConfig:
     too (a linear head on the two observations' separate codes), so it cannot compare the
     two states either [wmlab; the ``cartpole-rae`` and ``cartpole-rac`` presets use it: with
     ``pair``, RAC's filtered random policy lasted 32, 377 and 144 steps on seeds 1-3 of
-    its check, 82 and 500 with twice the budget; with ``potential`` 245, 290, 500 and 500
-    on seeds 1-4]."""
+    its check, 82 and 500 with twice the budget; with ``potential`` 245, 290, 500, 500 and
+    456 on seeds 1-5]."""
     psi_bound: float = 0.0
     """With ``psi_form=potential``: f is squashed into (-psi_bound, psi_bound) (0: not
     squashed). Trained online on an agent that balances for longer and longer, an unbounded
