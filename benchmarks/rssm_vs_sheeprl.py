@@ -108,6 +108,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of each process")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--precision", default="32-true",
+                    help="precision of both: wmlab's run.precision and sheeprl's fabric.precision "
+                         "(32-true, bf16-mixed, 16-mixed)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the sheeprl command lines")
     ap.add_argument("--worker", choices=["wmlab", "sheeprl"], help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
@@ -129,7 +132,8 @@ def run_length(prefill: int, repeat: int, ratio: float, warmup: int, updates: in
 
 def wmlab_namespace(job: dict) -> argparse.Namespace:
     overrides = [f"env.obs={job['obs']}", f"run.threads={job['threads']}", f"run.seed={job['seed']}",
-                 f"run.accelerator={'gpu' if job['device'] == 'cuda' else 'cpu'}"]
+                 f"run.accelerator={'gpu' if job['device'] == 'cuda' else 'cpu'}",
+                 f"run.precision={job.get('precision', '32-true')}"]
     if job.get("batch"):
         overrides.append(f"method.batch_size={job['batch']}")
     return argparse.Namespace(method=job["method"], env=job["env"], preset=[], overrides=overrides)
@@ -187,6 +191,7 @@ def sheeprl_overrides(job: dict, m: dict, repeat: int) -> list[str]:
     o = [f"exp={algo}", "env=dmc", f"env.wrapper.domain_name={domain}", f"env.wrapper.task_name={task}",
          f"env.action_repeat={repeat}", "env.num_envs=1", "env.sync_env=True", "env.capture_video=False",
          f"seed={job['seed']}", f"num_threads={job['threads']}", f"fabric.accelerator={job['device']}",
+         f"fabric.precision={job.get('precision', '32-true')}",
          "float32_matmul_precision=highest",  # wmlab trains in plain float32 (no TF32) too
          # schedule: random prefill, then a steady ratio with no pretraining burst
          f"algo.total_steps={total_policy}", f"algo.learning_starts={prefill_policy}",
@@ -348,8 +353,9 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="rssm_vs_sheeprl-")
     base = {"env": args.env, "obs": args.obs, "updates": args.updates, "warmup": args.warmup,
             "prefill": args.prefill, "batch": args.batch, "threads": args.threads, "device": args.device,
-            "seed": args.seed}
+            "seed": args.seed, "precision": args.precision}
     print(f"{args.env} from {args.obs}, {args.threads} torch threads per process, device {args.device}, "
+          f"precision {args.precision}, "
           f"{args.prefill} env steps of prefill, {args.warmup} warm-up updates, {args.updates} timed; "
           f"logs in {work}", flush=True)
     rows = []

@@ -2,7 +2,9 @@
 
 import pytest
 import torch
+from torch import nn
 
+from wmlab.nets.conv import PointDeconv
 from wmlab.nets import (
     RSSM,
     ConvDecoder,
@@ -189,6 +191,39 @@ def test_conv_encoder_decoder_shapes():
     assert enc(torch.zeros(2, 3, 3, 64, 64)).shape == (2, 3, 32 * 4) == (2, 3, enc.out_dim)
     assert dec(torch.zeros(2, 3, 10)).shape == (2, 3, 3, 64, 64)
     assert ConvEncoder().out_dim == 1024  # Dreamer's embedding at depth 32
+
+
+def plain_conv_outputs(enc: ConvEncoder, dec: ConvDecoder, obs: torch.Tensor, feat: torch.Tensor):
+    """The encoder's and decoder's maths with torch's plain layers, channels-first."""
+    e = enc.convs(obs.reshape(-1, 3, 64, 64)).reshape(*obs.shape[:-3], -1)
+    x = dec.linear(feat).reshape(-1, 32 * dec.depth, 1, 1)
+    x = dec.deconvs[1:](nn.ConvTranspose2d.forward(dec.deconvs[0], x))
+    return e, x.reshape(*feat.shape[:-1], 3, 64, 64)
+
+
+def test_conv_encoder_decoder_compute_the_plain_layers_maths():
+    """Channels-last inside and the first deconvolution as a matrix product change the speed,
+    not the outputs or the gradients; the parameters are the plain layers'."""
+    torch.manual_seed(0)
+    enc, dec = ConvEncoder(depth=4, act="elu"), ConvDecoder(10, depth=4, act="elu")
+    assert isinstance(dec.deconvs[0], PointDeconv) and isinstance(dec.deconvs[0], nn.ConvTranspose2d)
+    assert "deconvs.0.weight" in dec.state_dict() and dec.deconvs[0].weight.shape == (128, 16, 5, 5)
+    obs, feat = torch.rand(2, 3, 3, 64, 64) - 0.5, torch.randn(2, 3, 10)
+    ours = (enc(obs), dec(feat))
+    grads = torch.autograd.grad(sum(o.square().sum() for o in ours), [*enc.parameters(), *dec.parameters()])
+    plain = plain_conv_outputs(enc, dec, obs, feat)
+    plain_grads = torch.autograd.grad(sum(o.square().sum() for o in plain),
+                                      [*enc.parameters(), *dec.parameters()])
+    for a, b in zip((*ours, *grads), (*plain, *plain_grads)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # under bf16 autocast the first deconvolution returns the plain layer's dtype
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = torch.randn(4, 128, 1, 1)
+        point = dec.deconvs[0](x)
+        assert point.dtype == nn.ConvTranspose2d.forward(dec.deconvs[0], x).dtype == torch.bfloat16
+    # an input larger than one pixel takes the plain layer's path
+    x = torch.randn(2, 128, 2, 2)
+    torch.testing.assert_close(dec.deconvs[0](x), nn.ConvTranspose2d.forward(dec.deconvs[0], x))
 
 
 def test_tanh_normal_actor():
