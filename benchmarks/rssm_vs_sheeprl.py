@@ -48,6 +48,7 @@ threads as cores; on a machine shared with other jobs pass ``--threads 1``):
     python benchmarks/rssm_vs_sheeprl.py --sheeprl-python /work/sheeprl-venv/bin/python
     python benchmarks/rssm_vs_sheeprl.py --sheeprl-python ... --obs state --updates 30
     python benchmarks/rssm_vs_sheeprl.py --methods dreamer --env cheetah-run --device cuda
+    python benchmarks/rssm_vs_sheeprl.py --sheeprl-python ... --precision bf16-mixed  # both in bf16
 Without ``--sheeprl-python`` (or with one that cannot import sheeprl) only wmlab runs. The
 ``--device cuda`` path (``run.accelerator=gpu``, ``fabric.accelerator=cuda``) has not been run.
 sheeprl is installed in a virtual environment of its own, e.g.
@@ -65,11 +66,21 @@ prefill 1000 env steps, 3 warm-up and 20 timed updates; equal parameter counts):
     --obs pixels (about 35 minutes)
     dreamer        0.044    0.043   1.02          0.44     0.42   1.03           3573     3647
     dreamerv2      0.056    0.059   0.96          0.56     0.58   0.98           2861     2803
-Acting alone (policy and env step, env steps/s): state wmlab 540 / 399, sheeprl 834 / 597;
-pixels wmlab 216 / 142, sheeprl 32 / 29 (its default rendering). With 2 threads per process
-on the same loaded machine the figures were dominated by the scheduler, not the libraries
-(one thread of an op descheduled stalls the other): a wmlab dreamer update from states took
-20.6 s against 7.1 s with 1 thread; use ``--threads 1`` on a shared machine.
+December 2026, 2-core Intel Xeon with AMX, ``--threads 1``, ``--precision`` for both
+(pixels with ``--updates 10 --warmup 2``), after wmlab's conv change (channels-last, the
+decoder's 1x1 transposed convolution as a matrix product; ``benchmarks/conv_throughput.py``):
+    updates/s       wmlab  sheeprl  ratio
+    state  float32     dreamer 0.169 0.164 1.03, dreamerv2 0.231 0.210 1.10
+    state  bf16-mixed  dreamer 0.515 0.512 1.00, dreamerv2 0.469 0.474 0.99
+    pixels float32     dreamer 0.068 0.048 1.42, dreamerv2 0.094 0.068 1.38
+    pixels bf16-mixed  dreamer 0.106 0.066 1.60, dreamerv2 0.184 0.103 1.79
+    (pixels bf16-mixed just before the conv change: dreamer 1.12, dreamerv2 0.95)
+November 2026 (above), acting alone (policy and env step, env steps/s): state wmlab 540 /
+399, sheeprl 834 / 597; pixels wmlab 216 / 142, sheeprl 32 / 29 (its default rendering).
+With 2 threads per process on the same loaded machine the figures were dominated by the
+scheduler, not the libraries (one thread of an op descheduled stalls the other): a wmlab
+dreamer update from states took 20.6 s against 7.1 s with 1 thread; use ``--threads 1`` on
+a shared machine.
 """
 
 from __future__ import annotations

@@ -74,6 +74,19 @@ sample``, with or without dividing the odds by ``done_weight``) gave the same pi
 check, run once after the change: random 221 / 331, dream fitness 42 -> 58, controller 199
 frames (16 episodes), threshold 431: not reached. M needs far more deaths than a CPU run
 collects (the paper's saw about 10,000 episodes).
+
+V's learning rate (December 2026, 2-core Intel Xeon, one core a run). At the authors' 1e-4,
+V trained for 800-6,000 updates reconstructs the back wall as a blur and a fireball only in
+its last frames before the hit. With ``method.vae_lr=1e-3`` and 3,000 updates (batch 32,
+depth 16, 20,000 frames; 6 minutes) V draws the pillars (where the agent stands) and a
+fireball from about 15 frames before the hit. On top of that V, M trained on 40,000 frames
+(``method.collect_steps=40000 method.rnn_updates=1500``, the rest of the ``cpu`` preset)
+flags 67% of the deaths (p > 0.5) and 0.9% of the frames more than 30 steps before one
+(2-4% before). M still does not tell the policies apart: in its dream (tau 1.15, sampled
+deaths, the odds divided by ``done_weight``) the uniform, held and standing-still policies
+survive 118, 112 and 109 steps (the game: 221, 331-365, ~100). CMA-ES raised the dream's
+mean from 121 to 179-205 steps, and the controller survived 179 +- 40 frames in the game
+(16 episodes); without dividing the odds, 174 +- 41. Not reached.
 """
 
 import os
