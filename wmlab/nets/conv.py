@@ -9,8 +9,9 @@ of a unit-variance Gaussian over pixels.
 
 Images are channels-first ``[..., 3, 64, 64]``; any number of leading dims is allowed.
 
-Speed, not maths: inside, the convolutions run on channels-last tensors (``torch.channels_last``,
-oneDNN's native layout on a CPU), and the decoder's first transposed convolution, whose input
+Speed, not maths: on a CPU the convolutions run on channels-last tensors
+(``torch.channels_last``, oneDNN's native layout; elsewhere the layout is left as it comes,
+not measured on a GPU), and the decoder's first transposed convolution, whose input
 is a single pixel, runs as the matrix product it amounts to (:class:`PointDeconv`); plain
 ``nn.ConvTranspose2d`` runs that layer at a tenth of the CPU's matrix speed. Outputs equal the
 plain layers' to float rounding, parameters and ``state_dict`` keys are those of the plain
@@ -27,6 +28,11 @@ import torch
 from torch import nn
 
 from wmlab.nets.mlp import activation
+
+
+def cpu_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x [N, C, H, W]`` in channels-last memory on a CPU (the same values); as it is elsewhere."""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
 class PointDeconv(nn.ConvTranspose2d):
@@ -64,7 +70,7 @@ class ConvEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         lead = obs.shape[:-3]
-        x = obs.reshape(-1, *obs.shape[-3:]).contiguous(memory_format=torch.channels_last)
+        x = cpu_channels_last(obs.reshape(-1, *obs.shape[-3:]))
         x = self.convs(x)  # [N, 8d, 2, 2]
         return x.reshape(*lead, -1)  # [..., 32d] (reshape reads in channels-first order)
 
@@ -92,5 +98,5 @@ class ConvDecoder(nn.Module):
         lead = feat.shape[:-1]
         x = self.linear(feat).reshape(-1, 32 * self.depth, 1, 1)  # [N, 32d, 1, 1]
         x = self.deconvs[1](self.deconvs[0](x))  # [N, 4d, 5, 5]
-        x = self.deconvs[2:](x.contiguous(memory_format=torch.channels_last))  # [N, C, 64, 64]
+        x = self.deconvs[2:](cpu_channels_last(x))  # [N, C, 64, 64]
         return x.reshape(*lead, *self.obs_shape)
