@@ -122,6 +122,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--precision", default="32-true",
                     help="precision of both: wmlab's run.precision and sheeprl's fabric.precision "
                          "(32-true, bf16-mixed, 16-mixed)")
+    ap.add_argument("--sheeprl-reuse-memory", action="store_true",
+                    help="give sheeprl's process the allocator setting wmlab's run.reuse_memory makes "
+                         "(glibc: no mmap of large blocks, no trimming; wmlab.memory) through glibc's "
+                         "environment variables; by default each library runs as it ships")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the sheeprl command lines")
     ap.add_argument("--worker", choices=["wmlab", "sheeprl"], help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
@@ -298,12 +302,18 @@ def sheeprl_window(res: dict, repeat: int, warmup: int, updates: int) -> dict:
 # --- orchestration ----------------------------------------------------------------------------
 
 
-def launch(python: str, job: dict, log_path: str, threads: int) -> tuple[dict | None, float]:
+#: glibc's environment variables for what ``wmlab.memory.reuse_freed_memory`` sets with mallopt
+REUSE_MEMORY_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**62)}
+
+
+def launch(python: str, job: dict, log_path: str, threads: int,
+           extra_env: dict | None = None) -> tuple[dict | None, float]:
     """Run a worker; returns (its result or None, its peak RSS in MiB)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(job, f)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               PYTHONPATH=os.pathsep.join([HERE, *filter(None, [os.environ.get("PYTHONPATH")])]))
+               PYTHONPATH=os.pathsep.join([HERE, *filter(None, [os.environ.get("PYTHONPATH")])]),
+               **(extra_env or {}))
     with open(log_path, "w") as log:
         cmd = [python, os.path.abspath(__file__), "--worker", job["worker"], "--job", f.name]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -366,7 +376,8 @@ def main() -> int:
             "prefill": args.prefill, "batch": args.batch, "threads": args.threads, "device": args.device,
             "seed": args.seed, "precision": args.precision}
     print(f"{args.env} from {args.obs}, {args.threads} torch threads per process, device {args.device}, "
-          f"precision {args.precision}, "
+          f"precision {args.precision}, wmlab run.reuse_memory=true, sheeprl's allocator "
+          f"{'set the same' if args.sheeprl_reuse_memory else 'as it ships'}, "
           f"{args.prefill} env steps of prefill, {args.warmup} warm-up updates, {args.updates} timed; "
           f"logs in {work}", flush=True)
     rows = []
@@ -390,7 +401,9 @@ def main() -> int:
                 if args.verbose:
                     print("  sheeprl " + " ".join(job["overrides"]), flush=True)
             load0, t0 = os.getloadavg()[0], time.monotonic()
-            res, rss = launch(python, job, os.path.join(work, f"{method}-{side}.log"), args.threads)
+            same = side == "sheeprl" and args.sheeprl_reuse_memory
+            res, rss = launch(python, job, os.path.join(work, f"{method}-{side}.log"), args.threads,
+                              REUSE_MEMORY_ENV if same else None)
             load1 = os.getloadavg()[0]
             if res is None:
                 continue

@@ -36,6 +36,7 @@ from wmlab.data import (Collection, CollectStream, RandomPolicy, ReplayStream, R
                         num_envs, sample, stored_keys)
 from wmlab.errors import CheckpointError, ConfigError
 from wmlab.evaluation import EVAL_SEED_OFFSET, evaluate, seeded
+from wmlab.memory import reuse_freed_memory
 from wmlab.quiet import quiet_libraries
 
 log = logging.getLogger("wmlab")
@@ -204,6 +205,8 @@ def build(cfg: DictConfig, method_name: str, *, method_cls=None, plugin=None) ->
     from wmlab.envs import split_family
 
     set_threads(cfg)
+    if cfg.run.reuse_memory:
+        reuse_freed_memory()
     make_trainer(cfg, [], False)  # reject bad accelerator/devices/precision/strategy up front
     check_compile(cfg.run.compile)
     seed = cfg.run.seed + RANK_SEED_STRIDE * process_rank()
