@@ -75,6 +75,14 @@ decoder's 1x1 transposed convolution as a matrix product; ``benchmarks/conv_thro
     pixels float32     dreamer 0.068 0.048 1.42, dreamerv2 0.094 0.068 1.38
     pixels bf16-mixed  dreamer 0.106 0.066 1.60, dreamerv2 0.184 0.103 1.79
     (pixels bf16-mixed just before the conv change: dreamer 1.12, dreamerv2 0.95)
+Later in December 2026, after wmlab's ``run.reuse_memory`` (on by default): sheeprl as it
+ships, and with ``--sheeprl-reuse-memory`` (the same allocator setting); two benchmarks at a
+time, one process per core:
+    updates/s       wmlab  sheeprl  ratio  |  with --sheeprl-reuse-memory
+    state  float32     dreamer 0.276 0.214 1.29, dreamerv2 0.307 0.284 1.08  |  1.03, 1.01
+    state  bf16-mixed  dreamer 0.639 0.529 1.21, dreamerv2 0.586 0.535 1.10  |  -
+    pixels float32     dreamer 0.097 0.055 1.76, dreamerv2 0.135 0.087 1.56  |  1.24, 1.25
+    pixels bf16-mixed  dreamer 0.213 0.079 2.70, dreamerv2 0.274 0.137 2.00  |  1.96, 1.81
 November 2026 (above), acting alone (policy and env step, env steps/s): state wmlab 540 /
 399, sheeprl 834 / 597; pixels wmlab 216 / 142, sheeprl 32 / 29 (its default rendering).
 With 2 threads per process on the same loaded machine the figures were dominated by the

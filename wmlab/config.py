@@ -64,9 +64,10 @@ class RunConfig:
     """Keep host memory that large tensors free for the next ones (Linux with glibc; set for the
     whole process when the run is built, see :mod:`wmlab.memory`): glibc otherwise maps every
     block over 32 MiB afresh and unmaps it when freed, so each large tensor of an update faults
-    in zeroed pages. On one CPU core it made Dreamer's update 1.42x as fast from pixels and
-    1.17x from states (walker-walk, the paper's batch). The process keeps its peak resident
-    memory; ``false`` leaves the allocator as it is."""
+    in zeroed pages. On one CPU core it made Dreamer's update-only loop 1.36x as fast from pixels
+    (0.075 -> 0.103 updates/s, peak resident memory 15.7 -> 17.1 GB) and 1.17x from states
+    (walker-walk, the paper's 50 x 50 batch; two processes one after the other). The process
+    keeps its peak resident memory; ``false`` leaves the allocator as it is."""
     compile: str = "off"
     """``torch.compile`` the submodules the method names (``Method.compiled_modules``, e.g.
     TD-MPC's latent dynamics, reward, Q and policy nets; the RSSM's cells, encoder, decoder
