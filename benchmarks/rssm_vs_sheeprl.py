@@ -75,7 +75,7 @@ decoder's 1x1 transposed convolution as a matrix product; ``benchmarks/conv_thro
     pixels float32     dreamer 0.068 0.048 1.42, dreamerv2 0.094 0.068 1.38
     pixels bf16-mixed  dreamer 0.106 0.066 1.60, dreamerv2 0.184 0.103 1.79
     (pixels bf16-mixed just before the conv change: dreamer 1.12, dreamerv2 0.95)
-Later in December 2026, after wmlab's ``run.reuse_memory`` (on by default): sheeprl as it
+Later in December 2026, wmlab with ``run.reuse_memory=true`` (the script sets it): sheeprl as it
 ships, and with ``--sheeprl-reuse-memory`` (the same allocator setting); two benchmarks at a
 time, one process per core:
     updates/s       wmlab  sheeprl  ratio  |  with --sheeprl-reuse-memory
@@ -156,7 +156,7 @@ def run_length(prefill: int, repeat: int, ratio: float, warmup: int, updates: in
 def wmlab_namespace(job: dict) -> argparse.Namespace:
     overrides = [f"env.obs={job['obs']}", f"run.threads={job['threads']}", f"run.seed={job['seed']}",
                  f"run.accelerator={'gpu' if job['device'] == 'cuda' else 'cpu'}",
-                 f"run.precision={job.get('precision', '32-true')}"]
+                 f"run.precision={job.get('precision', '32-true')}", "run.reuse_memory=true"]
     if job.get("batch"):
         overrides.append(f"method.batch_size={job['batch']}")
     return argparse.Namespace(method=job["method"], env=job["env"], preset=[], overrides=overrides)

@@ -43,8 +43,8 @@ def test_reused_memory_faults_in_no_fresh_pages():
     assert reused < pages / 100, reused
 
 
-def test_reuse_memory_is_on_by_default_and_can_be_turned_off():
+def test_reuse_memory_is_off_by_default_and_can_be_turned_on():
     cls, _ = registry.load_method("tdmpc")
-    assert compose("tdmpc", cls, "cartpole-swingup").run.reuse_memory is True
-    cfg = compose("tdmpc", cls, "cartpole-swingup", overrides=["run.reuse_memory=false"])
-    assert cfg.run.reuse_memory is False
+    assert compose("tdmpc", cls, "cartpole-swingup").run.reuse_memory is False
+    cfg = compose("tdmpc", cls, "cartpole-swingup", overrides=["run.reuse_memory=true"])
+    assert cfg.run.reuse_memory is True

@@ -60,14 +60,16 @@ class RunConfig:
     """Lightning ``num_nodes``: machines of a DDP run, each running ``devices`` ranks."""
     threads: int = 0
     """torch intra-op threads; 0 keeps torch's default (every core, or ``$OMP_NUM_THREADS``)."""
-    reuse_memory: bool = True
+    reuse_memory: bool = False
     """Keep host memory that large tensors free for the next ones (Linux with glibc; set for the
     whole process when the run is built, see :mod:`wmlab.memory`): glibc otherwise maps every
     block over 32 MiB afresh and unmaps it when freed, so each large tensor of an update faults
     in zeroed pages. On one CPU core it made Dreamer's update-only loop 1.36x as fast from pixels
     (0.075 -> 0.103 updates/s, peak resident memory 15.7 -> 17.1 GB) and 1.17x from states
-    (walker-walk, the paper's 50 x 50 batch; two processes one after the other). The process
-    keeps its peak resident memory; ``false`` leaves the allocator as it is."""
+    (walker-walk, the paper's 50 x 50 batch; two processes one after the other). Off by
+    default: the process keeps its peak resident memory, and over 60 further updates from
+    pixels it crept from 16.42 to 16.80 GiB (glibc's aligned blocks fragment its heap); whether
+    that levels off on long runs is not measured yet."""
     compile: str = "off"
     """``torch.compile`` the submodules the method names (``Method.compiled_modules``, e.g.
     TD-MPC's latent dynamics, reward, Q and policy nets; the RSSM's cells, encoder, decoder
