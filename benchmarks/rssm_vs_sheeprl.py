@@ -310,10 +310,6 @@ def sheeprl_window(res: dict, repeat: int, warmup: int, updates: int) -> dict:
 # --- orchestration ----------------------------------------------------------------------------
 
 
-#: glibc's environment variables for what ``wmlab.memory.reuse_freed_memory`` sets with mallopt
-REUSE_MEMORY_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**62)}
-
-
 def launch(python: str, job: dict, log_path: str, threads: int,
            extra_env: dict | None = None) -> tuple[dict | None, float]:
     """Run a worker; returns (its result or None, its peak RSS in MiB)."""
@@ -375,6 +371,7 @@ def main() -> int:
         with open(job["out"], "w") as f:
             json.dump(result, f)
         return 0
+    from wmlab import memory  # (the orchestrating process runs in wmlab's environment)
 
     skip = sheeprl_usable(args.sheeprl_python)
     if skip:
@@ -411,7 +408,7 @@ def main() -> int:
             load0, t0 = os.getloadavg()[0], time.monotonic()
             same = side == "sheeprl" and args.sheeprl_reuse_memory
             res, rss = launch(python, job, os.path.join(work, f"{method}-{side}.log"), args.threads,
-                              REUSE_MEMORY_ENV if same else None)
+                              memory.ENVIRONMENT if same else None)
             load1 = os.getloadavg()[0]
             if res is None:
                 continue

@@ -69,8 +69,8 @@ class RunConfig:
     (walker-walk, the paper's 50 x 50 batch; two processes one after the other). Off by
     default: the process keeps its peak resident memory, and over 60 further updates from
     pixels it crept from 16.42 to 16.80 GiB (the cause is not pinned down: glibc's heap
-    fragmented by 64-byte-aligned blocks is the likely one); whether
-    that levels off on long runs is not measured yet."""
+    fragmented by 64-byte-aligned blocks is the likely one); whether that levels off on long
+    runs is not measured yet."""
     compile: str = "off"
     """``torch.compile`` the submodules the method names (``Method.compiled_modules``, e.g.
     TD-MPC's latent dynamics, reward, Q and policy nets; the RSSM's cells, encoder, decoder

@@ -17,6 +17,9 @@ import platform
 #: glibc's ``mallopt`` parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+#: the same setting through glibc's environment variables, for a process that cannot call
+#: :func:`reuse_freed_memory` itself (read when it starts; e.g. a baseline library's)
+ENVIRONMENT = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**62)}
 
 
 def reuse_freed_memory() -> bool:
