@@ -294,20 +294,24 @@ class WorldModels(Method):
         returns = self.dream_returns(params.repeat_interleave(self.cfg.episodes, 0))
         return returns.reshape(len(candidates), self.cfg.episodes).mean(-1)
 
-    @torch.no_grad()
     def dream_returns(self, params: torch.Tensor) -> torch.Tensor:
         """Returns ``[N]`` of one dream rollout per parameter vector ``params`` ``[N, P]``: 1 a
-        step until M's done head says the episode ended (probability > 0.5), at most
+        step until M's done head says the episode ended (``dream_done``), at most
         ``dream_steps`` steps."""
         params = params.to(self.device)
-        n = params.shape[0]
+        return self.dream_survival(params.shape[0], lambda z, h: self.to_action(
+            controller_act(params, self.features(z, h), self.out_dim)))
+
+    @torch.no_grad()
+    def dream_survival(self, n: int, choose) -> torch.Tensor:
+        """Steps survived ``[n]`` by ``n`` dream rollouts of M (from remembered episode
+        starts, at ``temperature``) whose actions ``[n, A]`` are ``choose(z, h)``."""
         z = self.initial_z(n)
         state = self.rnn.initial_state(n, self.device)
         alive = torch.ones(n, dtype=torch.bool, device=self.device)
         total = torch.zeros(n, device=self.device)
         for _ in range(self.cfg.dream_steps):
-            action = self.to_action(controller_act(params, self.features(z, state[0]), self.out_dim))
-            state = self.rnn.step(z, action, state)
+            state = self.rnn.step(z, choose(z, state[0]), state)
             mix, done_logit = self.rnn.heads(state[0])
             total += alive.float()
             alive &= ~self.dream_ends(done_logit)
