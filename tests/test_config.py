@@ -103,6 +103,17 @@ def test_base_config_then_overrides():
     assert cfg.method.horizon == 9 and cfg.run.steps == 100
 
 
+def test_a_key_added_after_a_checkpoint_keeps_its_default_not_the_env_preset():
+    """An old run resumes as it was: the env presets' value for a key its saved config lacks
+    (a key added since) would change it."""
+    saved = OmegaConf.to_container(compose("toy", Toy, "cartpole-swingup"))
+    assert saved["env"]["action_repeat"] == 8  # (from the env preset)
+    del saved["env"]["action_repeat"]  # as if the key had not existed then
+    cfg = compose("toy", Toy, "cartpole-swingup", base=OmegaConf.create(saved))
+    assert cfg.env.action_repeat == compose("toy", Toy, "cheetah-run").env.action_repeat != 8
+    assert compose("toy", Toy, "cartpole-swingup").env.action_repeat == 8
+
+
 def test_flatten():
     flat = flatten(compose("toy", Toy, "cheetah-run"))
     assert flat["method.lr"] == 1e-3 and flat["env.name"] == "cheetah-run"

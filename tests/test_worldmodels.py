@@ -157,8 +157,22 @@ def test_controller_is_tanh_of_a_linear_map_and_actions_fit_the_bounds():
         episode_policy_steps=1000))
     a = m.to_action(torch.tensor([[-1.0, -1.0, 1.0], [0.0, 0.0, 0.0]]))
     assert torch.allclose(a, torch.tensor([[-1.0, 0.0, 1.0], [0.0, 0.5, 0.5]]))
-    d = method()  # doom: one-hot of the largest output
+    d = method(discrete_output="argmax")  # one-hot of the largest output
     assert torch.equal(d.to_action(torch.tensor([[0.1, -0.2, 0.3]])), torch.tensor([[0.0, 0.0, 1.0]]))
+
+
+def test_doom_controller_is_the_authors_one_thresholded_output_on_z_c_h():
+    m = method("doom")
+    assert (m.cfg.controller_input, m.cfg.discrete_output) == ("zch", "threshold")
+    assert m.controller.numel() == 1088 == 64 + 512 + 512  # no bias [code: doomrnn config.py]
+    # left below -1/3, right above 1/3, stay between (choices: 0 no-op, 1 left, 2 right)
+    out = torch.tensor([[-0.5], [-0.3], [0.0], [0.3], [0.5]])
+    assert m.to_action(out).argmax(-1).tolist() == [1, 0, 0, 0, 2]
+    z, h, c = torch.randn(2, 64), torch.randn(2, 512), torch.randn(2, 512)
+    assert torch.equal(m.features(z, (h, c)), torch.cat([z, c, h], -1))
+    params = torch.randn(1088)
+    expected = torch.tanh(torch.cat([z, c, h], -1) @ params).unsqueeze(-1)
+    assert torch.allclose(controller_act(params, m.features(z, (h, c)), 1), expected, atol=1e-5)
 
 
 # --- CMA-ES ------------------------------------------------------------------------------
@@ -256,11 +270,17 @@ def test_sampled_dream_deaths_follow_the_done_head():
     ({"train_in": "moon"}, "valid: env, dream"),
     ({"train_in": "dream", "done_head": "false"}, "done_head"),
     ({"train_in": "dream", "rnn_updates": 0}, "trained M"),
-    ({"controller_input": "h"}, "valid: zh, z"),
+    ({"controller_input": "h"}, "valid: zh, z, zch"),
+    ({"discrete_output": "sample"}, "valid: argmax, threshold"),
 ])
 def test_bad_settings_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         method(**overrides)
+
+
+def test_threshold_output_needs_three_choices():
+    with pytest.raises(ConfigError, match="discrete_output=argmax"):
+        method("carracing", env="gym:CarRacing-v3", s=specs(), discrete_output="threshold")
 
 
 def test_dream_without_a_trained_m_is_refused_at_the_stage():

@@ -365,7 +365,9 @@ def compose(
     """Build the resolved, read-only config of a run (see the module docstring for the order).
 
     ``base`` (a resumed run's saved config) is applied after the presets, before files
-    and overrides. The ``env`` section's keys come from the family of ``env_name``
+    and overrides; with it the env presets are not applied again (the saved config holds
+    what they gave, and a key added since it was saved keeps its default, so an old run
+    resumes as it was). The ``env`` section's keys come from the family of ``env_name``
     (:func:`env_config_class`), imported through the registry unless ``family_cls`` is
     given."""
     if family_cls is None:
@@ -385,11 +387,13 @@ def compose(
     if defaults.exists():
         layers.append((_load_yaml(defaults, "core defaults"), str(defaults)))
     layers.append(({"env": {"name": env_name}}, "--env"))
-    for stem in env_preset_stems(env_name):
+    # a saved config already holds what its env presets gave; replayed, they would also set
+    # keys added since it was saved, changing an old run (such keys keep their defaults)
+    for stem in env_preset_stems(env_name) if base is None else ():
         path = cdir / "envs" / f"{stem}.yaml"
         if path.exists():
             layers.append((_load_yaml(path, "env preset"), str(path)))
-    for pattern, layer in getattr(method_cls, "env_presets", {}).items():
+    for pattern, layer in getattr(method_cls, "env_presets", {}).items() if base is None else ():
         if env_pattern_matches(env_name, pattern):
             layers.append((layer, f"{method_name} env preset {pattern!r}"))
     for preset in presets:

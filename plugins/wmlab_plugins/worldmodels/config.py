@@ -8,10 +8,11 @@ wmlab's own, the field says so ([wmlab]).
 
 Where wmlab departs from the paper, in short:
 
-* Discrete actions (Doom): the controller has one output per choice and acts on the
-  largest (``tanh(W [z, h] + b)``, 3 outputs on take-cover); the paper's controller has
-  one output thresholded at +-1/3 among the same three choices. M reads the action
-  one-hot.
+* Discrete actions (Doom): with ``discrete_output=threshold`` (Doom presets) C is the
+  authors' one tanh output without bias, thresholded at +-1/3 among the three choices; M
+  reads the chosen action one-hot, where the authors' M reads C's continuous output (their
+  data policy draws it uniformly in [-1, 1]). ``argmax`` (the default elsewhere) has one
+  output per choice.
 * M's training data: z is sampled from V's mean and std of each frame of every batch
   (V frozen after its stage), the same distribution as the authors' stored mean and std,
   computed per batch rather than once.
@@ -32,7 +33,9 @@ from dataclasses import dataclass
 #: ``method.train_in``: where the controller's candidates are scored
 TRAIN_IN = ("env", "dream")
 #: ``method.controller_input``: what the controller reads
-CONTROLLER_INPUTS = ("zh", "z")
+CONTROLLER_INPUTS = ("zh", "z", "zch")
+#: ``method.discrete_output``: how C's outputs pick a discrete action
+DISCRETE_OUTPUTS = ("argmax", "threshold")
 #: ``method.dream_done``: how a dream episode ends
 DREAM_DONE = ("threshold", "sample")
 #: ``method.collect_policy``: how the first stage acts
@@ -98,8 +101,16 @@ class WorldModelsConfig:
     the Doom controller trained in the dream (preset ``doom``); 1.0 is M's own
     distribution]. An ablation: low tau lets the controller exploit M's mistakes."""
     controller_input: str = "zh"
-    """``zh``: the controller reads ``[z, h]`` (V and M); ``z``: z alone, the paper's "V
-    model only" ablation (its M is still trained, but unused while acting)."""
+    """``zh``: the controller reads ``[z, h]`` (V and M; the paper, and the authors'
+    CarRacing code); ``zch``: ``[z, c, h]``, M's LSTM cell state as well (the authors' Doom
+    code, ``model_state_space=2``: 64 + 512 + 512 = 1,088 inputs; preset ``doom``); ``z``: z
+    alone, the paper's "V model only" ablation (its M is still trained, but unused while
+    acting)."""
+    discrete_output: str = "argmax"
+    """Discrete actions: ``argmax``, one tanh output (with a bias) per choice, acting on the
+    largest [wmlab]; ``threshold``, the authors' Doom controller: one tanh output and no bias,
+    choice 1 (take-cover: left) below -1/3, choice 2 (right) above 1/3, choice 0 (stay)
+    between; envs with 3 choices only [code: ``doomrnn``, preset ``doom``]."""
     train_in: str = "env"
     """``env``: candidates are scored by their mean return in the real env; ``dream``: by
     rollouts in M (Doom's "training inside the dream"), taking no env step [paper:

@@ -14,7 +14,8 @@ from wmlab.api import DataSpec, EnvSpecs, Method, Policy, Search, Stage
 from wmlab.errors import ConfigError, check_choices
 from wmlab.samplers import Windows
 
-from .config import COLLECT_POLICIES, CONTROLLER_INPUTS, DREAM_DONE, TRAIN_IN, WorldModelsConfig
+from .config import (COLLECT_POLICIES, CONTROLLER_INPUTS, DISCRETE_OUTPUTS, DREAM_DONE, TRAIN_IN,
+                     WorldModelsConfig)
 from .networks import (MDNRNN, VAE, controller_act, controller_shapes, mdn_loss,
                        sample_mixture, vae_loss)
 from .search import CMAES
@@ -65,6 +66,7 @@ class WorldModels(Method):
         # the Doom experiment, trained in the dream at tau 1.15 [paper]; 2M frames of random
         # data, about the authors' 12,800 rollouts (25 GB in the replay)
         "doom": {"method": {"z_dim": 64, "rnn_hidden": 512, "done_head": True,
+                            "controller_input": "zch", "discrete_output": "threshold",
                             "temperature": 1.15, "train_in": "dream",
                             "collect_policy": "held_random", "generations": 1000,
                             "collect_steps": 2_000_000},
@@ -84,6 +86,7 @@ class WorldModels(Method):
         "gym:*": {"env": {"obs": "pixels"}},
         "gym:CarRacing-*": {"env": {"obs": "pixels", "crop_bottom": 0.125, "action_repeat": 1}},
         "doom:*": {"method": {"z_dim": 64, "rnn_hidden": 512, "done_head": True,
+                              "controller_input": "zch", "discrete_output": "threshold",
                               "temperature": 1.15, "train_in": "dream",
                               "collect_policy": "held_random"}},
     }
@@ -94,8 +97,10 @@ class WorldModels(Method):
         self.vae = VAE(specs.obs_shape, z_dim=cfg.z_dim, depth=cfg.vae_depth)
         self.rnn = MDNRNN(z_dim=cfg.z_dim, action_dim=specs.action_dim, hidden=cfg.rnn_hidden,
                           mixtures=cfg.mixtures, done_head=cfg.done_head)
-        in_dim = cfg.z_dim + (cfg.rnn_hidden if cfg.controller_input == "zh" else 0)
-        self.out_dim, n_params = controller_shapes(in_dim, specs.action_dim)
+        in_dim = cfg.z_dim + cfg.rnn_hidden * {"z": 0, "zh": 1, "zch": 2}[cfg.controller_input]
+        threshold = cfg.discrete_output == "threshold"
+        self.out_dim, n_params = controller_shapes(in_dim, 1 if threshold else specs.action_dim,
+                                                   bias=not threshold)
         self.register_buffer("controller", torch.zeros(n_params))
         # V's mean and log-variance of episode starts seen by M's stage (the dream's first z)
         self.register_buffer("initial", torch.zeros(INITIAL_FRAMES, 2, cfg.z_dim))
@@ -111,7 +116,13 @@ class WorldModels(Method):
     @staticmethod
     def _check(cfg, specs: EnvSpecs) -> None:
         check_choices(cfg, {"train_in": TRAIN_IN, "controller_input": CONTROLLER_INPUTS,
-                            "collect_policy": COLLECT_POLICIES, "dream_done": DREAM_DONE})
+                            "collect_policy": COLLECT_POLICIES, "dream_done": DREAM_DONE,
+                            "discrete_output": DISCRETE_OUTPUTS})
+        if cfg.discrete_output == "threshold" and not (specs.discrete and specs.action_dim == 3):
+            raise ConfigError(f"method.discrete_output=threshold maps one output to 3 choices; "
+                              f"{specs.name} has "
+                              f"{f'{specs.action_dim} choices' if specs.discrete else 'continuous actions'}"
+                              f": use method.discrete_output=argmax")
         if specs.obs_kind != "pixels" or tuple(specs.obs_shape) != (3, 64, 64):
             raise ConfigError(f"worldmodels reads 64x64 RGB frames (env.obs=pixels, image_size 64, "
                               f"grayscale false); {specs.name} gives {specs.obs_kind} "
@@ -276,13 +287,28 @@ class WorldModels(Method):
         self.controller.copy_(torch.as_tensor(self.search.mean, dtype=torch.float32))
         return {"sigma": self.search.sigma}
 
-    def features(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return torch.cat([z, h], -1) if self.cfg.controller_input == "zh" else z
+    def features(self, z: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """What C reads (``controller_input``): ``[z]``, ``[z, h]`` or ``[z, c, h]``, M's LSTM
+        state ``state`` = ``(h, c)``."""
+        h, c = state
+        return {"z": lambda: z, "zh": lambda: torch.cat([z, h], -1),
+                "zch": lambda: torch.cat([z, c, h], -1)}[self.cfg.controller_input]()
+
+    def act(self, params: torch.Tensor, z: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Env actions of controllers ``params`` ``[P]`` or ``[N, P]`` on z ``[N, Z]`` and M's
+        state ``(h, c)``."""
+        return self.to_action(controller_act(params, self.features(z, state), self.out_dim))
 
     def to_action(self, out: torch.Tensor) -> torch.Tensor:
-        """The controller's outputs in [-1, 1] -> env actions: one-hot of the largest
-        (discrete), else scaled linearly into the action bounds."""
+        """The controller's outputs in [-1, 1] -> env actions: discrete, one-hot of the
+        largest output (``discrete_output=argmax``) or of choice 1 below -1/3, choice 2 above
+        1/3 and choice 0 between (``threshold``, one output); continuous, scaled linearly into
+        the action bounds."""
         if self.specs.discrete:
+            if self.cfg.discrete_output == "threshold":
+                third = 1.0 / 3.0
+                choice = torch.where(out[..., 0] < -third, 1, torch.where(out[..., 0] > third, 2, 0))
+                return F.one_hot(choice, self.specs.action_dim).float()
             return F.one_hot(out.argmax(-1), self.specs.action_dim).float()
         low = self.specs.action_low.to(out.device)
         high = self.specs.action_high.to(out.device)
@@ -299,19 +325,18 @@ class WorldModels(Method):
         step until M's done head says the episode ended (``dream_done``), at most
         ``dream_steps`` steps."""
         params = params.to(self.device)
-        return self.dream_survival(params.shape[0], lambda z, h: self.to_action(
-            controller_act(params, self.features(z, h), self.out_dim)))
+        return self.dream_survival(params.shape[0], lambda z, state: self.act(params, z, state))
 
     @torch.no_grad()
     def dream_survival(self, n: int, choose) -> torch.Tensor:
         """Steps survived ``[n]`` by ``n`` dream rollouts of M (from remembered episode
-        starts, at ``temperature``) whose actions ``[n, A]`` are ``choose(z, h)``."""
+        starts, at ``temperature``) whose actions ``[n, A]`` are ``choose(z, (h, c))``."""
         z = self.initial_z(n)
         state = self.rnn.initial_state(n, self.device)
         alive = torch.ones(n, dtype=torch.bool, device=self.device)
         total = torch.zeros(n, device=self.device)
         for _ in range(self.cfg.dream_steps):
-            state = self.rnn.step(z, choose(z, state[0]), state)
+            state = self.rnn.step(z, choose(z, state), state)
             mix, done_logit = self.rnn.heads(state[0])
             total += alive.float()
             alive &= ~self.dream_ends(done_logit)
@@ -364,8 +389,7 @@ class WorldModels(Method):
         z, state, out = z0, self.rnn.initial_state(1, self.device), []
         for _ in range(self.cfg.video_steps):
             out.append(self.vae.decode(z)[0])
-            action = self.to_action(controller_act(self.controller, self.features(z, state[0]),
-                                                   self.out_dim))
+            action = self.act(self.controller, z, state)
             state = self.rnn.step(z, action, state)
             mix, done_logit = self.rnn.heads(state[0])
             if done_logit is not None and bool(self.dream_ends(done_logit)[0]):
@@ -399,8 +423,7 @@ class ControllerPolicy(Policy):
             self.state = m.rnn.initial_state(z.shape[0], m.device)
         keep = (~is_init.to(m.device)).float().unsqueeze(-1)
         self.state = (self.state[0] * keep, self.state[1] * keep)
-        action = m.to_action(controller_act(self.controller_params(z.shape[0]),
-                                            m.features(z, self.state[0]), m.out_dim))
+        action = m.act(self.controller_params(z.shape[0]), z, self.state)
         self.state = m.rnn.step(z, action, self.state)
         return action
 

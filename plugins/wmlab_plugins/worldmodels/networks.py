@@ -157,17 +157,21 @@ def mdn_loss(mix: Mixture, target: torch.Tensor, done_logit: torch.Tensor | None
 # C: the linear controller
 
 
-def controller_shapes(in_dim: int, out_dim: int) -> tuple[int, int]:
+def controller_shapes(in_dim: int, out_dim: int, bias: bool = True) -> tuple[int, int]:
     """``(rows, params)``: a controller on ``in_dim`` features with ``out_dim`` outputs has a
-    weight ``[out_dim, in_dim]`` and a bias ``[out_dim]``, ``out_dim * (in_dim + 1)``
-    parameters (CarRacing: 3 * (32 + 256) + 3 = 867)."""
-    return out_dim, out_dim * (in_dim + 1)
+    weight ``[out_dim, in_dim]`` and, with ``bias``, a bias ``[out_dim]``: ``out_dim * (in_dim
+    + 1)`` parameters (CarRacing: 3 * (32 + 256) + 3 = 867), without it ``out_dim * in_dim``
+    (the authors' Doom controller: 1 * (64 + 512 + 512) = 1,088)."""
+    return out_dim, out_dim * (in_dim + int(bias))
 
 
 def controller_act(params: torch.Tensor, features: torch.Tensor, out_dim: int) -> torch.Tensor:
     """``tanh(W x + b)`` of flat parameter vectors ``params`` ``[..., out_dim * (in + 1)]``
-    (W row-major, then b) on ``features`` ``[..., in]`` -> ``[..., out_dim]``."""
+    (W row-major, then b) on ``features`` ``[..., in]`` -> ``[..., out_dim]``; parameter
+    vectors of ``out_dim * in`` entries are W alone (no bias)."""
     in_dim = features.shape[-1]
     w = params[..., :out_dim * in_dim].reshape(*params.shape[:-1], out_dim, in_dim)
-    b = params[..., out_dim * in_dim:]
-    return torch.tanh((w @ features.unsqueeze(-1)).squeeze(-1) + b)
+    out = (w @ features.unsqueeze(-1)).squeeze(-1)
+    if params.shape[-1] > out_dim * in_dim:
+        out = out + params[..., out_dim * in_dim:]
+    return torch.tanh(out)
