@@ -15,7 +15,7 @@ from stage_fakes import RECORD
 from wmlab import checkpoint, keys
 from wmlab.cli import main
 from wmlab.replay import EPISODE, Replay
-from wmlab.samplers import DISTANCE, FIRST, HORIZON, LATER, SECOND, GoalRelabel, Pairs, Windows
+from wmlab.samplers import DISTANCE, FIRST, HORIZON, LATER, SECOND, GoalRelabel, Pairs, Spans, Windows
 from wmlab.tracking import tracking_uri
 
 #: cartpole with 100-frame episodes of 25 policy steps, evals and checkpoints every 100 frames
@@ -299,6 +299,32 @@ def test_windows_across_envs_and_ring_overwrites():
     obs = batch.get(keys.OBSERVATION).squeeze(-1)
     assert torch.equal(obs - obs[:, :1], torch.arange(4.0).expand_as(obs))
     assert obs.max() <= 11
+
+
+def test_spans_run_across_episodes_of_one_env_uniformly():
+    """Rows of one ring in the order they were written, across episode starts (is_init set
+    where a new one begins), every run of L rows drawn equally often; never two envs."""
+    torch.manual_seed(0)
+    replay = Replay(200, "cpu", envs=2)  # two rings of 100
+    fill(replay, [12, 12, 12], env=0)
+    fill(replay, [7, 7, 7, 7], env=1)
+    batch = Spans(10).sample(replay, 40_000)
+    assert batch.batch_size == (40_000, 10)
+    episodes = batch.get(EPISODE)
+    assert (episodes[:, 1:] - episodes[:, :-1]).ge(0).all()  # in the order written
+    assert (episodes[:, -1] != episodes[:, 0]).float().mean() > 0.5  # most cross a start
+    obs, init = batch.get(keys.OBSERVATION).squeeze(-1), batch.get(keys.IS_INIT).squeeze(-1)
+    assert torch.equal(init, obs == 0)  # a new episode starts exactly where is_init is set
+    step = obs[:, 1:] - obs[:, :-1]
+    assert torch.all((step == 1) | init[:, 1:])  # consecutive inside an episode
+    ring0 = episodes[:, 0] < 3
+    # ring 0 holds 27 runs of 10 rows, ring 1 holds 19: drawn in proportion
+    assert abs(ring0.float().mean().item() - 27 / 46) < 0.01
+    starts = episodes[ring0, 0] * 12 + obs[ring0, 0].long()
+    counts = torch.bincount(starts, minlength=27).float()
+    assert counts.min() / counts.max() > 0.8
+    with pytest.raises(RuntimeError, match="no run of 50 rows"):
+        Spans(50).sample(replay, 1)
 
 
 def test_goal_relabelling_uses_later_achieved_goals_of_the_same_episode():

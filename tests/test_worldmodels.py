@@ -104,9 +104,9 @@ def test_done_head_loss_weights_endings():
     assert torch.isclose(weighted, torch.tensor(11 * math.log(2) / 2))
 
 
-def label_shares(sampler, episodes: int = 20, steps: int = 100) -> tuple[float, float]:
-    """How often M's windows (from ``sampler``) hold the death of an episode of ``steps``
-    policy steps as a done label, and how often a mid-episode row, as a label."""
+def episode_replay(episodes: int = 20, steps: int = 100) -> Replay:
+    """A replay of ``episodes`` episodes of ``steps`` policy steps (each ending in a death)
+    and their final rows; a row's observation is its step ``t``."""
     replay = Replay(episodes * (steps + 1), "cpu")
     for _ in range(episodes):
         for t in range(steps + 1):  # the policy steps, then the final row
@@ -116,7 +116,13 @@ def label_shares(sampler, episodes: int = 20, steps: int = 100) -> tuple[float, 
                 keys.IS_INIT: torch.tensor([t == 0]), keys.REWARD: torch.zeros(1),
                 keys.DONE: torch.tensor([dead]), keys.TERMINATED: torch.tensor([dead]),
                 keys.TRUNCATED: torch.tensor([False])}, batch_size=[]).unsqueeze(0), torch.tensor([0]))
-    labels = sampler.sample(replay, 40_000).get(keys.OBSERVATION).squeeze(-1)[:, :-1]
+    return replay
+
+
+def label_shares(sampler, steps: int = 100) -> tuple[float, float]:
+    """How often M's windows (from ``sampler``) hold the death of an episode of ``steps``
+    policy steps as a done label, and how often a mid-episode row, as a label."""
+    labels = sampler.sample(episode_replay(steps=steps), 40_000).get(keys.OBSERVATION).squeeze(-1)[:, :-1]
     return ((labels == steps - 1).float().mean().item(),
             (labels == steps // 2).float().mean().item())
 
@@ -133,6 +139,61 @@ def test_m_sees_each_death_about_as_often_as_any_other_step():
     assert 0.8 < death / middle < 1.6, (death, middle)
     death, middle = label_shares(Windows(m.cfg.rnn_sequence))
     assert death / middle < 0.25, (death, middle)
+
+
+def death_positions(sampler, steps: int = 100) -> torch.Tensor:
+    """Where in M's windows (as a done label, row t of t -> t + 1) the deaths fall."""
+    labels = sampler.sample(episode_replay(steps=steps), 20_000).get(keys.OBSERVATION).squeeze(-1)[:, :-1]
+    return (labels == steps - 1).nonzero()[:, 1]
+
+
+def test_deaths_fall_anywhere_in_m_windows_so_m_cannot_time_them_from_its_reset():
+    """Inside-episode windows put every death at the window's last label, the same number of
+    steps after M's zeroed state, and M learns to die on that count whatever it does; with
+    episodes back to back (the authors' batches) deaths fall at every position."""
+    torch.manual_seed(0)
+    m = method()
+    spans = death_positions(m.rnn_windows())
+    assert spans.unique().numel() == m.cfg.rnn_sequence - 1
+    assert spans.float().std() > m.cfg.rnn_sequence / 5
+    ends = death_positions(method(rnn_windows="episodes").rnn_windows())
+    assert ends.unique().tolist() == [m.cfg.rnn_sequence - 2]
+
+
+def test_m_resets_at_episode_starts_and_learns_no_transition_across_them():
+    torch.manual_seed(0)
+    m = method()
+    z, a = torch.randn(2, 6, m.cfg.z_dim), torch.randn(2, 6, 3)
+    reset = torch.zeros(2, 6, dtype=torch.bool)
+    reset[0, 3] = True
+    h = m.rnn.unroll(z, a, reset)
+    assert torch.allclose(h[0, 3:], m.rnn.unroll(z[:1, 3:], a[:1, 3:])[0], atol=1e-6)
+    assert torch.allclose(h[1], m.rnn.unroll(z[1:], a[1:])[0], atol=1e-6)
+    assert not torch.allclose(h[0, 3:], m.rnn.unroll(z[:1], a[:1])[0, 3:], atol=1e-3)
+    # fit_rnn: the pair (final row -> next episode's first row) is masked out of the loss
+    seen = {}
+    real = mdn_loss
+
+    def spy(*args, mask=None, **kw):
+        seen["mask"] = mask
+        return real(*args, mask=mask, **kw)
+
+    import wmlab_plugins.worldmodels.method as wm
+
+    batch = TensorDict({keys.OBSERVATION: torch.zeros(2, 6, 3, 64, 64, dtype=torch.uint8),
+                        keys.ACTION: torch.zeros(2, 6, 3), keys.IS_INIT: reset.clone(),
+                        keys.TERMINATED: torch.zeros(2, 6, 1, dtype=torch.bool)}, batch_size=[2, 6])
+    opt = torch.optim.Adam(m.rnn.parameters())
+    m.manual_backward = lambda loss: loss.backward()
+    m.log_dict = lambda *a, **k: None
+    old, wm.mdn_loss = wm.mdn_loss, spy
+    try:
+        m.fit_rnn(batch, opt)
+    finally:
+        wm.mdn_loss = old
+    expected = torch.ones(2, 5, dtype=torch.bool)
+    expected[0, 2] = False  # row 2 -> row 3 crosses into a new episode
+    assert torch.equal(seen["mask"], expected)
 
 
 # --- C ---------------------------------------------------------------------------------
@@ -272,6 +333,7 @@ def test_sampled_dream_deaths_follow_the_done_head():
     ({"train_in": "dream", "rnn_updates": 0}, "trained M"),
     ({"controller_input": "h"}, "valid: zh, z, zch"),
     ({"discrete_output": "sample"}, "valid: argmax, threshold"),
+    ({"rnn_windows": "random"}, "valid: spans, episodes"),
 ])
 def test_bad_settings_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):

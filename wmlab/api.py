@@ -19,8 +19,9 @@ method proposes candidate policies with :meth:`Method.ask` and is told their ret
 samplers (:mod:`wmlab.samplers`), composite observations and :meth:`Policy.act_td`;
 API 1.2 calls :meth:`Method.eval_videos` for on-policy methods too (with the latest
 rollout); API 1.3 adds :meth:`Method.compiled_modules` (``run.compile``); API 1.4 runs
-:meth:`Policy.act` under autocast with a mixed ``run.precision`` (:attr:`Policy.autocast`).
-Plugins written for 1.0 to 1.3 work unchanged.
+:meth:`Policy.act` under autocast with a mixed ``run.precision`` (:attr:`Policy.autocast`);
+API 1.5 adds the :class:`~wmlab.samplers.Spans` sampler (runs of rows across episode
+boundaries). Plugins written for 1.0 to 1.4 work unchanged.
 """
 
 from __future__ import annotations

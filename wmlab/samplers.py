@@ -2,8 +2,9 @@
 
 A method names one in :attr:`wmlab.api.DataSpec.sampler`; the core calls
 ``sampler.sample(replay, batch_size)`` for every update (torch's global RNG, so runs are
-reproducible and resumes continue the same stream). Every sampler here is episode-aware:
-it reads rows of one episode only, through :class:`wmlab.replay.Replay`'s index.
+reproducible and resumes continue the same stream). Every sampler here but
+:class:`Spans` is episode-aware: it reads rows of one episode only, through
+:class:`wmlab.replay.Replay`'s index.
 
 * :class:`Windows`: ``[B, L]`` windows of consecutive rows inside one episode, uniform over
   all such windows (the default, ``L = DataSpec.sequence_length``).
@@ -11,6 +12,9 @@ it reads rows of one episode only, through :class:`wmlab.replay.Replay`'s index.
   of the same episode, with a horizon (TDM, HER).
 * :class:`Pairs`: two rows of one episode at a temporal distance, in random order, labelled
   with which came first (the precedence estimator of reversibility-aware RL).
+* :class:`Spans`: ``[B, L]`` runs of consecutive rows of one env that may cross episode
+  boundaries (episodes back to back, as World Models' authors batch their sequences); a
+  row's ``is_init`` says where a new episode starts (API 1.5).
 
 A sampler declares the observation entries it needs (:attr:`Sampler.needs`); the core
 checks them against the env's before the run starts.
@@ -74,6 +78,26 @@ class Windows(Sampler):
         moved = first + torch.minimum(pick, starts - 1)
         finished = replay.finished[replay.episode[replay.slots(env, pos)]]
         return torch.where(finished, moved, pos)
+
+
+@dataclass(frozen=True)
+class Spans(Sampler):
+    """``length`` consecutive rows of one env's stored stream ``[B, L]``, uniform over every
+    run of ``length`` rows an env holds, across episode boundaries: an episode's final row
+    is followed by the next episode's first (``is_init`` set). A model reading them resets
+    its state where ``is_init`` is set and learns no transition into such a row, so every
+    stored transition, an episode's last included, is seen equally often and at any
+    position of the window. API 1.5."""
+
+    length: int = 2
+
+    def sample(self, replay: Replay, batch_size: int) -> TensorDictBase:
+        counts = torch.clamp(replay.lengths - self.length + 1, min=0)
+        if int(counts.sum()) == 0:
+            raise RuntimeError(f"the replay holds no run of {self.length} rows yet ({len(replay)} rows)")
+        env = torch.multinomial(counts.float(), batch_size, replacement=True)
+        pos = (torch.rand(batch_size) * counts[env]).long()
+        return replay.gather(env.unsqueeze(1), pos.unsqueeze(1) + torch.arange(self.length))
 
 
 @dataclass(frozen=True)

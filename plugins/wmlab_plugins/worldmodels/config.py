@@ -16,11 +16,10 @@ Where wmlab departs from the paper, in short:
 * M's training data: z is sampled from V's mean and std of each frame of every batch
   (V frozen after its stage), the same distribution as the authors' stored mean and std,
   computed per batch rather than once.
-* M trains on windows inside one episode (``rnn_sequence`` frames); the authors pad
-  or concatenate episodes to 1,000 frames with a restart flag. The window that ends an
-  episode is drawn ``rnn_sequence + 1`` times as often as the others, so each episode's
-  end (Doom: the death, the done head's only positive label) is seen about as often as
-  in the authors' batches, where every step is seen equally often.
+* M trains on runs of ``rnn_sequence`` stored rows with episodes back to back
+  (``rnn_windows=spans``), its state zeroed where an episode starts, as the authors'
+  batches; the authors also feed M that restart flag as an input, wmlab does not (the zeroed
+  state carries it).
 * The data-collecting policy is a controller with random weights redrawn every episode
   (CarRacing, as the authors) or a uniformly random choice held for 1-10 steps (Doom, the
   authors' "more diverse random policy"), ``collect_policy``.
@@ -38,6 +37,8 @@ CONTROLLER_INPUTS = ("zh", "z", "zch")
 DISCRETE_OUTPUTS = ("argmax", "threshold")
 #: ``method.dream_done``: how a dream episode ends
 DREAM_DONE = ("threshold", "sample")
+#: ``method.rnn_windows``: how M's sequences are drawn
+RNN_WINDOWS = ("spans", "episodes")
 #: ``method.collect_policy``: how the first stage acts
 COLLECT_POLICIES = ("random_controller", "held_random")
 
@@ -71,10 +72,18 @@ class WorldModelsConfig:
     TensorFlow's clip by value]; 0: none."""
     rnn_batch: int = 100
     """Sequences per M update [code: 100]."""
-    rnn_sequence: int = 100
-    """Frames per sequence of M's batches, a window inside one episode [wmlab: the authors
-    train on 1,000-frame sequences of concatenated episodes; wmlab's windows stay within an
-    episode, so they must fit in the shortest random episode (Doom: ~100 frames)]."""
+    rnn_sequence: int = 1000
+    """Policy steps per sequence of M's batches [code: 1,000 on CarRacing, 500 on Doom
+    (preset ``doom``)]."""
+    rnn_windows: str = "spans"
+    """How M's sequences are drawn: ``spans``, runs of rows with episodes back to back, M's
+    state zeroed at each episode start and no transition learnt across it, so every
+    transition (a death included) is seen equally often and at any position [code]; 
+    ``episodes``, windows inside one episode (they must fit in the shortest episode), the
+    window ending a finished episode drawn ``rnn_sequence + 1`` times as often as the others,
+    so a death is always its window's last step: an LSTM started from a zero state then
+    learns that deaths come ``rnn_sequence`` steps after it starts, and a dream (started from
+    a zero state) dies then whatever it does [wmlab, earlier default]."""
     rnn_updates: int = 20_000
     """Updates of M in its stage (``mdn``) [wmlab: the authors ran 4,000 (CarRacing) and
     ~16,000 (Doom) steps of their own batches; wmlab's budget]."""

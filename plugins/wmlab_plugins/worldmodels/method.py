@@ -12,10 +12,10 @@ from tensordict import TensorDictBase
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy, Search, Stage
 from wmlab.errors import ConfigError, check_choices
-from wmlab.samplers import Windows
+from wmlab.samplers import Sampler, Spans, Windows
 
-from .config import (COLLECT_POLICIES, CONTROLLER_INPUTS, DISCRETE_OUTPUTS, DREAM_DONE, TRAIN_IN,
-                     WorldModelsConfig)
+from .config import (COLLECT_POLICIES, CONTROLLER_INPUTS, DISCRETE_OUTPUTS, DREAM_DONE, RNN_WINDOWS,
+                     TRAIN_IN, WorldModelsConfig)
 from .networks import (MDNRNN, VAE, controller_act, controller_shapes, mdn_loss,
                        sample_mixture, vae_loss)
 from .search import CMAES
@@ -33,9 +33,10 @@ class WorldModels(Method):
        stored as episodes;
     2. ``vae``: ``vae_updates`` updates of V on single frames (squared error + KL floored at
        ``kl_tolerance * z_dim``);
-    3. ``mdn``: ``rnn_updates`` updates of M on windows of ``rnn_sequence`` frames, each
-       frame's z sampled from the frozen V's mean and std (mixture NLL of the next z, and
-       with ``done_head`` the episode's end);
+    3. ``mdn``: ``rnn_updates`` updates of M on runs of ``rnn_sequence`` stored rows
+       (episodes back to back, M's state zeroed at each start), each frame's z sampled from
+       the frozen V's mean and std (mixture NLL of the next z, and with ``done_head`` the
+       episode's end);
     4. ``controller``: CMA-ES over C's parameters (``population`` candidates, fitness the
        mean return of ``episodes`` rollouts), in the real env (``train_in=env``) or in M's
        dream at ``temperature`` (``train_in=dream``, return = steps before the done head
@@ -69,11 +70,11 @@ class WorldModels(Method):
                             "controller_input": "zch", "discrete_output": "threshold",
                             "temperature": 1.15, "train_in": "dream",
                             "collect_policy": "held_random", "generations": 1000,
-                            "collect_steps": 2_000_000},
+                            "collect_steps": 2_000_000, "rnn_sequence": 500},
                  "eval": {"every": 1_000_000, "episodes": 100}},
         # Doom in the dream on a CPU (minutes): narrow V and M, little data, a short search
         "cpu": {"method": {"z_dim": 16, "vae_depth": 16, "vae_batch": 32, "vae_updates": 800,
-                           "rnn_hidden": 64, "rnn_batch": 32, "rnn_sequence": 32,
+                           "rnn_hidden": 64, "rnn_batch": 32, "rnn_sequence": 100,
                            "rnn_updates": 600, "done_head": True, "temperature": 1.15,
                            "train_in": "dream", "collect_policy": "held_random",
                            "population": 16, "episodes": 8, "generations": 20,
@@ -117,7 +118,7 @@ class WorldModels(Method):
     def _check(cfg, specs: EnvSpecs) -> None:
         check_choices(cfg, {"train_in": TRAIN_IN, "controller_input": CONTROLLER_INPUTS,
                             "collect_policy": COLLECT_POLICIES, "dream_done": DREAM_DONE,
-                            "discrete_output": DISCRETE_OUTPUTS})
+                            "discrete_output": DISCRETE_OUTPUTS, "rnn_windows": RNN_WINDOWS})
         if cfg.discrete_output == "threshold" and not (specs.discrete and specs.action_dim == 3):
             raise ConfigError(f"method.discrete_output=threshold maps one output to 3 choices; "
                               f"{specs.name} has "
@@ -146,11 +147,11 @@ class WorldModels(Method):
 
     # --- contract -----------------------------------------------------------------------
     def data_spec(self) -> DataSpec:
-        """Windows as M's stage draws them (evaluation videos take one); the replay holds
-        the collected episodes (and their final rows)."""
+        """Runs of ``rnn_sequence`` rows (evaluation videos take one); the replay holds the
+        collected episodes (and their final rows)."""
         rows = self.cfg.collect_steps // self.specs.action_repeat
         return DataSpec(batch_size=1, sequence_length=self.cfg.rnn_sequence, prefill_steps=0,
-                        capacity=rows + rows // 10 + 1000)
+                        capacity=rows + rows // 10 + 1000, sampler=Spans(self.cfg.rnn_sequence))
 
     def stages(self) -> list[Stage]:
         c = self.cfg
@@ -166,12 +167,15 @@ class WorldModels(Method):
                                             in_env=c.train_in == "env")),
         ]
 
-    def rnn_windows(self) -> Windows:
-        """M's windows: inside one episode, the one that ends with a finished episode drawn
-        ``rnn_sequence + 1`` times as often as any other, so an episode's last transition (a
-        death: the done head's only positive label) is seen about as often as any other
-        transition, as in the authors' batches of concatenated episodes. Uniform windows
-        would show it ``rnn_sequence`` times less often than a transition mid-episode."""
+    def rnn_windows(self) -> Sampler:
+        """M's windows (``rnn_windows``): ``spans``, runs of ``rnn_sequence`` rows across
+        episode boundaries (the authors' batches of episodes back to back), so every
+        transition, a death included, is seen equally often and at any position of the
+        window; ``episodes``, windows inside one episode, the one that ends a finished
+        episode drawn ``rnn_sequence + 1`` times as often as any other (a death is then
+        always a window's last step)."""
+        if self.cfg.rnn_windows == "spans":
+            return Spans(length=self.cfg.rnn_sequence)
         return Windows(length=self.cfg.rnn_sequence, prioritize_ends=True)
 
     def on_stage_start(self, stage: Stage) -> None:
@@ -244,15 +248,18 @@ class WorldModels(Method):
 
     def fit_rnn(self, batch: TensorDictBase, opt) -> None:
         """One M update on windows ``[B, L]``: row t's z and action predict row t + 1's z
-        (and with the done head, whether step t ended the episode)."""
+        (and with the done head, whether step t ended the episode). M's state is zeroed
+        where a new episode starts (``is_init``, inside ``spans``), and no transition into
+        such a row is learnt (the previous row is an episode's final row)."""
         c = self.cfg
         z, mean, logvar = self.latents(batch.get(keys.OBSERVATION), cache=True)  # [B, L, Z]
-        self.remember_starts(batch.get(keys.IS_INIT).reshape(z.shape[:2]), mean, logvar)
+        is_init = batch.get(keys.IS_INIT).reshape(z.shape[:2]).bool()
+        self.remember_starts(is_init, mean, logvar)
         action = batch.get(keys.ACTION).float()  # [B, L, A]
-        h = self.rnn.unroll(z[:, :-1], action[:, :-1])  # [B, L-1, H]
+        h = self.rnn.unroll(z[:, :-1], action[:, :-1], reset=is_init[:, :-1])  # [B, L-1, H]
         mix, done_logit = self.rnn.heads(h)
         done = batch.get(keys.TERMINATED).reshape(z.shape[:2])[:, :-1]
-        terms = mdn_loss(mix, z[:, 1:], done_logit, done, c.done_weight)
+        terms = mdn_loss(mix, z[:, 1:], done_logit, done, c.done_weight, mask=~is_init[:, 1:])
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms["loss"])
         if c.rnn_grad_clip > 0:

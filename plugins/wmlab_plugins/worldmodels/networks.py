@@ -119,12 +119,17 @@ class MDNRNN(nn.Module):
         done = self.done(h).float().squeeze(-1) if self.done is not None else None
         return mix, done
 
-    def unroll(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def unroll(self, z: torch.Tensor, action: torch.Tensor,
+               reset: torch.Tensor | None = None) -> torch.Tensor:
         """LSTM outputs h ``[B, T, hidden]`` over a sequence ``z`` ``[B, T, z_dim]``, ``action``
-        ``[B, T, A]`` from a zero state (h_t has read steps 0..t)."""
+        ``[B, T, A]`` from a zero state (h_t has read steps 0..t); where ``reset`` ``[B, T]``
+        is set (a new episode starts at step t) the state is zeroed before step t is read."""
         state = self.initial_state(z.shape[0], z.device)
         out = []
         for t in range(z.shape[1]):
+            if reset is not None and t > 0:
+                keep = (~reset[:, t]).to(z.dtype).unsqueeze(-1)
+                state = (state[0] * keep, state[1] * keep)
             state = self.step(z[:, t], action[:, t], state)
             out.append(state[0])
         return torch.stack(out, 1)
