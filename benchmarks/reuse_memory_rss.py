@@ -7,7 +7,9 @@ method, task and replay: for each setting, in its own process (the allocator set
 process-wide), it builds the run, fills the replay with ``--prefill`` env steps of random
 actions, then runs ``--updates`` updates through Lightning with no env stepping (as
 ``benchmarks/fit_throughput.py``'s update-only loop) and prints, every ``--every`` updates,
-the RSS now, the peak RSS so far and the updates/s of that window.
+the RSS now, the peak RSS so far, the memory malloc has handed out and not had back ("in
+use": the live tensors and objects; RSS above it is freed memory the process keeps) and
+the updates/s of that window.
 
 Usage (defaults: dreamer on walker-walk from pixels, its paper batch, 200 updates; one
 process at a time, as each holds about 16 GiB):
@@ -21,6 +23,7 @@ default here; pass another to change it).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import pathlib
 import resource
@@ -53,6 +56,24 @@ def rss_gib() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                 "uordblks", "fordblks", "keepcost")]
+
+
+def malloc_in_use_gib() -> float:
+    """Bytes glibc's malloc has handed out and not had back (heap and mmap'd blocks), in GiB;
+    NaN where mallinfo2 is missing (not glibc, or glibc before 2.33)."""
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return float("nan")
+    fn.restype = _MallInfo2
+    info = fn()
+    return (info.uordblks + info.hblkhd) / 2**30
+
+
 def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB on Linux
 
@@ -74,13 +95,15 @@ def child(args) -> int:
         ft.timed_fit(run, warmup=0)
         print(f"run.reuse_memory={args.child}: replay filled, {len(run.replay)} items; "
               f"RSS {rss_gib():.2f} GiB", flush=True)
-        print(f"{'updates':>8} {'RSS GiB':>8} {'peak GiB':>9} {'updates/s':>10}", flush=True)
+        print(f"{'updates':>8} {'RSS GiB':>8} {'peak GiB':>9} {'in use GiB':>11} {'updates/s':>10}",
+              flush=True)
         done = 0
         while done < args.updates:
             n = min(args.every, args.updates - done)
             speed = ft.update_only_speed(run, n)
             done += n
-            print(f"{done:8d} {rss_gib():8.2f} {peak_gib():9.2f} {speed:10.3f}", flush=True)
+            print(f"{done:8d} {rss_gib():8.2f} {peak_gib():9.2f} {malloc_in_use_gib():11.2f} {speed:10.3f}",
+                  flush=True)
     return 0
 
 
