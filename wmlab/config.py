@@ -67,10 +67,10 @@ class RunConfig:
     in zeroed pages. On one CPU core it made Dreamer's update-only loop 1.36x as fast from pixels
     (0.075 -> 0.103 updates/s, peak resident memory 15.7 -> 17.1 GB) and 1.17x from states
     (walker-walk, the paper's 50 x 50 batch; two processes one after the other). Off by
-    default: the process keeps its peak resident memory, and over 60 further updates from
-    pixels it crept from 16.42 to 16.80 GiB (the cause is not pinned down: glibc's heap
-    fragmented by 64-byte-aligned blocks is the likely one); whether that levels off on long
-    runs is not measured yet."""
+    default: the process keeps its peak resident memory, and that memory keeps growing. From
+    pixels (``benchmarks/reuse_memory_rss.py``) it rose from 16.05 GiB after 10 updates to
+    16.91 after 100 and 17.17 after 150, in steps, not levelling off (the cause is not pinned
+    down: glibc's heap fragmented by 64-byte-aligned blocks is the likely one)."""
     compile: str = "off"
     """``torch.compile`` the submodules the method names (``Method.compiled_modules``, e.g.
     TD-MPC's latent dynamics, reward, Q and policy nets; the RSSM's cells, encoder, decoder
