@@ -145,6 +145,17 @@ class WorldModelsConfig:
     [0, 0.01) per episode, as the authors' CarRacing ``extract.py``) on the untrained V and
     M; ``held_random``: a uniformly random action held for 1-10 steps (the authors' Doom
     ``extract.py``)."""
+    iterations: int = 1
+    """Rounds of the paper's iterative training (its section 5): after the first round
+    (random data, V, M, C), each further round collects ``iteration_steps`` env steps with
+    the controller (the CMA-ES mean), trains M ``iteration_rnn_updates`` more on everything
+    stored (V stays), and searches C anew in that M, so states a controller reaches and the
+    random data rarely did (where M may promise safety it has not seen) are learnt. 1: the
+    paper's experiments (one round) [paper: section 5, not used in its two experiments]."""
+    iteration_steps: int = 20_000
+    """Env steps (frames) each further round collects with the controller [wmlab]."""
+    iteration_rnn_updates: int = 2_000
+    """M updates in each further round [wmlab]."""
     video_steps: int = 100
     """Steps of the decoded dream rollout logged at every evaluation (``dream`` video) [wmlab]."""
 

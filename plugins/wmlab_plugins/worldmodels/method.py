@@ -107,10 +107,12 @@ class WorldModels(Method):
         self.register_buffer("initial", torch.zeros(INITIAL_FRAMES, 2, cfg.z_dim))
         self.register_buffer("initial_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("rnn_trained", torch.zeros((), dtype=torch.long))
+        # the round (``iterations``) whose controller search ``search`` holds; 0: none begun
+        self.register_buffer("search_round", torch.zeros((), dtype=torch.long), persistent=False)
         self.search = CMAES(n_params, population=cfg.population, sigma=cfg.sigma)
         self.candidates: torch.Tensor | None = None
         self.automatic_optimization = False
-        self.phase = COLLECT
+        self.phase, self.round = COLLECT, 1
         #: V's mean and log-variance by frame digest (``cache_latents``), not checkpointed
         self._latent_cache: dict[bytes, torch.Tensor] = {}
 
@@ -129,7 +131,7 @@ class WorldModels(Method):
                               f"grayscale false); {specs.name} gives {specs.obs_kind} "
                               f"{tuple(specs.obs_shape)}")
         for name in ("z_dim", "vae_depth", "vae_batch", "rnn_hidden", "mixtures", "rnn_batch",
-                     "episodes", "generations", "dream_steps", "collect_steps"):
+                     "episodes", "generations", "dream_steps", "collect_steps", "iterations"):
             if int(getattr(cfg, name)) < 1:
                 raise ConfigError(f"method.{name}={getattr(cfg, name)} must be >= 1")
         if cfg.rnn_sequence < 2:
@@ -149,23 +151,35 @@ class WorldModels(Method):
     def data_spec(self) -> DataSpec:
         """Runs of ``rnn_sequence`` rows (evaluation videos take one); the replay holds the
         collected episodes (and their final rows)."""
-        rows = self.cfg.collect_steps // self.specs.action_repeat
+        c = self.cfg
+        rows = (c.collect_steps + (c.iterations - 1) * c.iteration_steps) // self.specs.action_repeat
         return DataSpec(batch_size=1, sequence_length=self.cfg.rnn_sequence, prefill_steps=0,
                         capacity=rows + rows // 10 + 1000, sampler=Spans(self.cfg.rnn_sequence))
 
     def stages(self) -> list[Stage]:
+        """collect, vae, mdn, controller; then, for each further round of ``iterations``,
+        ``collect<i>`` (``iteration_steps`` with the controller), ``mdn<i>``
+        (``iteration_rnn_updates`` on everything stored) and ``controller<i>`` (a new search)."""
         c = self.cfg
-        return [
+        mdn_data = DataSpec(batch_size=c.rnn_batch, sequence_length=c.rnn_sequence,
+                            prefill_steps=0, sampler=self.rnn_windows())
+        search = Search(generations=c.generations, episodes=c.episodes, in_env=c.train_in == "env")
+        stages = [
             Stage(COLLECT, env_steps=c.collect_steps, collect="policy", train=False,
                   data=DataSpec(batch_size=1, prefill_steps=0)),
             Stage(VAE_STAGE, env_steps=0, updates=c.vae_updates,
                   data=DataSpec(batch_size=c.vae_batch, prefill_steps=0)),
-            Stage(MDN, env_steps=0, updates=c.rnn_updates,
-                  data=DataSpec(batch_size=c.rnn_batch, sequence_length=c.rnn_sequence,
-                                prefill_steps=0, sampler=self.rnn_windows())),
-            Stage(CONTROLLER, search=Search(generations=c.generations, episodes=c.episodes,
-                                            in_env=c.train_in == "env")),
+            Stage(MDN, env_steps=0, updates=c.rnn_updates, data=mdn_data),
+            Stage(CONTROLLER, search=search),
         ]
+        for i in range(2, c.iterations + 1):
+            stages += [
+                Stage(f"{COLLECT}{i}", env_steps=c.iteration_steps, collect="policy", train=False,
+                      data=DataSpec(batch_size=1, prefill_steps=0)),
+                Stage(f"{MDN}{i}", env_steps=0, updates=c.iteration_rnn_updates, data=mdn_data),
+                Stage(f"{CONTROLLER}{i}", search=search),
+            ]
+        return stages
 
     def rnn_windows(self) -> Sampler:
         """M's windows (``rnn_windows``): ``spans``, runs of ``rnn_sequence`` rows across
@@ -179,9 +193,16 @@ class WorldModels(Method):
         return Windows(length=self.cfg.rnn_sequence, prioritize_ends=True)
 
     def on_stage_start(self, stage: Stage) -> None:
-        self.phase = stage.name
+        self.phase = stage.name.rstrip("0123456789")  # (a later round's stage: its kind)
+        self.round = int(stage.name[len(self.phase):] or 1)
         self._latent_cache.clear()  # (V may have changed)
-        if stage.name == CONTROLLER and self.cfg.train_in == "dream" and int(self.rnn_trained) == 0:
+        if self.phase == CONTROLLER and int(self.search_round) != self.round:
+            # a later round searches anew in the retrained M (a resumed one goes on)
+            if int(self.search_round) > 0:
+                self.search = CMAES(self.controller.numel(), population=self.cfg.population,
+                                    sigma=self.cfg.sigma)
+            self.search_round.fill_(self.round)
+        if self.phase == CONTROLLER and self.cfg.train_in == "dream" and int(self.rnn_trained) == 0:
             raise ConfigError("method.train_in=dream needs a trained M, but this run's M has had "
                               "no update (its mdn stage did not run); train it first, e.g. run "
                               "the stages from the start")
@@ -192,7 +213,7 @@ class WorldModels(Method):
                 torch.optim.Adam(self.rnn.parameters(), lr=c.rnn_lr)]
 
     def make_policy(self, explore: bool) -> Policy:
-        if explore and self.phase == COLLECT:
+        if explore and self.phase == COLLECT and self.round == 1:
             return CollectPolicy(self)
         return ControllerPolicy(self, self.controller)
 
@@ -371,10 +392,12 @@ class WorldModels(Method):
     # --- checkpoints -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cma"] = self.search.state()
+        checkpoint["cma_round"] = int(self.search_round)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "cma" in checkpoint:
             self.search.load_state(checkpoint["cma"])
+        self.search_round.fill_(int(checkpoint.get("cma_round", 0)))
 
     # --- videos --------------------------------------------------------------------------
     def eval_videos(self, batch: TensorDictBase) -> dict[str, np.ndarray]:
