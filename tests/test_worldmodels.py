@@ -334,6 +334,7 @@ def test_sampled_dream_deaths_follow_the_done_head():
     ({"controller_input": "h"}, "valid: zh, z, zch"),
     ({"discrete_output": "sample"}, "valid: argmax, threshold"),
     ({"rnn_windows": "random"}, "valid: spans, episodes"),
+    ({"iterations": 0}, "iterations=0 must be >= 1"),
 ])
 def test_bad_settings_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -343,6 +344,37 @@ def test_bad_settings_are_config_errors(overrides, message):
 def test_threshold_output_needs_three_choices():
     with pytest.raises(ConfigError, match="discrete_output=argmax"):
         method("carracing", env="gym:CarRacing-v3", s=specs(), discrete_output="threshold")
+
+
+def test_iterative_training_rounds_collect_with_the_controller_retrain_m_and_search_anew():
+    from wmlab_plugins.worldmodels.method import CollectPolicy, ControllerPolicy
+
+    m = method(iterations=3, iteration_steps=500, iteration_rnn_updates=7)
+    stages = m.stages()
+    assert [s.name for s in stages] == ["collect", "vae", "mdn", "controller", "collect2", "mdn2",
+                                        "controller2", "collect3", "mdn3", "controller3"]
+    assert stages[4].env_steps == 500 and stages[5].updates == 7 and stages[6].search is not None
+    assert m.data_spec().capacity >= m.cfg.collect_steps + 2 * 500  # the replay keeps every round
+    m.rnn_trained.fill_(1)
+    m.on_stage_start(stages[0])
+    assert type(m.make_policy(explore=True)) is CollectPolicy  # the random data policy
+    m.on_stage_start(stages[3])
+    first = m.search
+    m.on_stage_start(stages[4])
+    assert type(m.make_policy(explore=True)) is ControllerPolicy  # later rounds: the controller
+    m.on_stage_start(stages[5])
+    assert m.phase == "mdn"
+    m.on_stage_start(stages[6])
+    assert m.search is not first  # a new search in the retrained M
+    # a run resumed inside controller2 keeps that round's search
+    ckpt = {}
+    m.on_save_checkpoint(ckpt)
+    resumed = method(iterations=3, iteration_steps=500, iteration_rnn_updates=7)
+    resumed.rnn_trained.fill_(1)
+    resumed.on_load_checkpoint(ckpt)
+    before = resumed.search
+    resumed.on_stage_start(stages[6])
+    assert resumed.search is before
 
 
 def test_dream_without_a_trained_m_is_refused_at_the_stage():
