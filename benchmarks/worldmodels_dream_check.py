@@ -90,6 +90,7 @@ mean from 121 to 179-205 steps, and the controller survived 179 +- 40 frames in 
 """
 
 import os
+import pathlib
 import statistics
 import sys
 import tempfile
@@ -97,38 +98,19 @@ import tempfile
 import mlflow
 import torch
 
-from wmlab import keys
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
 from wmlab.cli import main
-from wmlab.config import env_config
-from wmlab.envs.doom import Doom
 from wmlab.tracking import tracking_uri
+from worldmodels_dream_ranking import EVAL_SEED, FixedPolicy, game_survival, held_choice
 
 MARGIN = 100.0
-EVAL_SEED = 1001
 
 
 def random_returns(episodes: int, hold_max: int) -> list[float]:
     """Survival of a random choice held for 1..``hold_max`` frames (1: a new one every frame)."""
-    cfg = env_config("doom:take-cover", obs="pixels", action_repeat=1, episode_steps=2100)
-    env = Doom().make("take-cover", cfg, seed=EVAL_SEED)
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(episodes):
-        td, total, left, choice = env.reset(), 0.0, 0, 0
-        while True:
-            if left <= 0:
-                choice = int(torch.randint(3, (1,), generator=g))
-                left = int(torch.randint(1, hold_max + 1, (1,), generator=g))
-            left -= 1
-            td[keys.ACTION] = torch.nn.functional.one_hot(torch.tensor(choice), 3).float()
-            td = env.step(td)
-            total += float(td[keys.REWARD])
-            if bool(td[keys.DONE]):
-                break
-            td = td["next"]
-        out.append(total)
-    env.close()
-    return out
+    policy = FixedPolicy(f"held 1-{hold_max}", lambda p, t, g: held_choice(p, g, hold_max))
+    return game_survival(policy, episodes, seed=EVAL_SEED)
 
 
 def check() -> bool:

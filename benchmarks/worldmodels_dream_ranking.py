@@ -37,9 +37,9 @@ EVAL_SEED = 1001
 
 
 class FixedPolicy:
-    """A policy that ignores what it sees: ``next(t, left, generator)`` gives choices
-    ``[n]`` at frame ``t`` for ``n`` episodes, ``left`` ``[n]`` the frames a held choice has
-    to go (the policy's own state, updated in place)."""
+    """A policy that ignores what it sees: after ``reset(n)``, ``policy(t, generator)`` gives
+    the choices ``[n]`` of ``n`` episodes at frame ``t``; ``choice`` and ``left`` ``[n]`` (the
+    frames a held choice has to go) are its own state, updated by its rule."""
 
     def __init__(self, name: str, rule: Callable):
         self.name, self.rule = name, rule
@@ -53,7 +53,8 @@ class FixedPolicy:
         return self.rule(self, t, g)
 
 
-def _held(p: FixedPolicy, t: int, g: torch.Generator, hold_max: int) -> torch.Tensor:
+def held_choice(p: FixedPolicy, g: torch.Generator, hold_max: int) -> torch.Tensor:
+    """A uniformly random choice held for 1..``hold_max`` frames (drawn anew when it runs out)."""
     new = p.left <= 0
     p.choice = torch.where(new, torch.randint(3, p.choice.shape, generator=g), p.choice)
     p.left = torch.where(new, torch.randint(1, hold_max + 1, p.left.shape, generator=g), p.left) - 1
@@ -62,8 +63,8 @@ def _held(p: FixedPolicy, t: int, g: torch.Generator, hold_max: int) -> torch.Te
 
 def fixed_policies() -> list[FixedPolicy]:
     return [
-        FixedPolicy("uniform", lambda p, t, g: _held(p, t, g, 1)),
-        FixedPolicy("held 1-10", lambda p, t, g: _held(p, t, g, 10)),
+        FixedPolicy("uniform", lambda p, t, g: held_choice(p, g, 1)),
+        FixedPolicy("held 1-10", lambda p, t, g: held_choice(p, g, 10)),
         FixedPolicy("still", lambda p, t, g: torch.full_like(p.choice, STILL)),
         FixedPolicy("left", lambda p, t, g: torch.full_like(p.choice, LEFT)),
         FixedPolicy("right", lambda p, t, g: torch.full_like(p.choice, RIGHT)),
