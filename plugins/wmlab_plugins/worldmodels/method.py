@@ -24,6 +24,8 @@ from .search import CMAES
 COLLECT, VAE_STAGE, MDN, CONTROLLER = "collect", "vae", "mdn", "controller"
 #: frames of episode starts kept for the dream's first z
 INITIAL_FRAMES = 1000
+#: the parts of M's state ``(h, c)`` C reads after z, by ``controller_input``
+STATE_PARTS = {"z": (), "zh": ("h",), "zch": ("c", "h")}
 
 
 class WorldModels(Method):
@@ -102,7 +104,7 @@ class WorldModels(Method):
         self.vae = VAE(specs.obs_shape, z_dim=cfg.z_dim, depth=cfg.vae_depth)
         self.rnn = MDNRNN(z_dim=cfg.z_dim, action_dim=specs.action_dim, hidden=cfg.rnn_hidden,
                           mixtures=cfg.mixtures, done_head=cfg.done_head)
-        in_dim = cfg.z_dim + cfg.rnn_hidden * {"z": 0, "zh": 1, "zch": 2}[cfg.controller_input]
+        in_dim = cfg.z_dim + cfg.rnn_hidden * len(STATE_PARTS[cfg.controller_input])
         threshold = cfg.discrete_output == "threshold"
         self.out_dim, n_params = controller_shapes(in_dim, 1 if threshold else specs.action_dim,
                                                    bias=not threshold)
@@ -111,9 +113,9 @@ class WorldModels(Method):
         self.register_buffer("initial", torch.zeros(INITIAL_FRAMES, 2, cfg.z_dim))
         self.register_buffer("initial_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("rnn_trained", torch.zeros((), dtype=torch.long))
-        # the round (``iterations``) whose controller search ``search`` holds; 0: none begun
-        self.register_buffer("search_round", torch.zeros((), dtype=torch.long), persistent=False)
         self.search = CMAES(n_params, population=cfg.population, sigma=cfg.sigma)
+        #: the round (``iterations``) whose controller search ``search`` holds; 0: none begun
+        self.search_round = 0
         self.candidates: torch.Tensor | None = None
         self.automatic_optimization = False
         self.phase, self.round = COLLECT, 1
@@ -200,12 +202,12 @@ class WorldModels(Method):
         self.phase = stage.name.rstrip("0123456789")  # (a later round's stage: its kind)
         self.round = int(stage.name[len(self.phase):] or 1)
         self._latent_cache.clear()  # (V may have changed)
-        if self.phase == CONTROLLER and int(self.search_round) != self.round:
+        if self.phase == CONTROLLER and self.search_round != self.round:
             # a later round searches anew in the retrained M (a resumed one goes on)
-            if int(self.search_round) > 0:
+            if self.search_round > 0:
                 self.search = CMAES(self.controller.numel(), population=self.cfg.population,
                                     sigma=self.cfg.sigma)
-            self.search_round.fill_(self.round)
+            self.search_round = self.round
         if self.phase == CONTROLLER and self.cfg.train_in == "dream" and int(self.rnn_trained) == 0:
             raise ConfigError("method.train_in=dream needs a trained M, but this run's M has had "
                               "no update (its mdn stage did not run); train it first, e.g. run "
@@ -322,9 +324,8 @@ class WorldModels(Method):
     def features(self, z: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """What C reads (``controller_input``): ``[z]``, ``[z, h]`` or ``[z, c, h]``, M's LSTM
         state ``state`` = ``(h, c)``."""
-        h, c = state
-        return {"z": lambda: z, "zh": lambda: torch.cat([z, h], -1),
-                "zch": lambda: torch.cat([z, c, h], -1)}[self.cfg.controller_input]()
+        parts = dict(zip(("h", "c"), state))
+        return torch.cat([z, *(parts[k] for k in STATE_PARTS[self.cfg.controller_input])], -1)
 
     def act(self, params: torch.Tensor, z: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Env actions of controllers ``params`` ``[P]`` or ``[N, P]`` on z ``[N, Z]`` and M's
@@ -396,12 +397,12 @@ class WorldModels(Method):
     # --- checkpoints -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cma"] = self.search.state()
-        checkpoint["cma_round"] = int(self.search_round)
+        checkpoint["cma_round"] = self.search_round
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "cma" in checkpoint:
             self.search.load_state(checkpoint["cma"])
-        self.search_round.fill_(int(checkpoint.get("cma_round", 0)))
+        self.search_round = int(checkpoint.get("cma_round", 0))
 
     # --- videos --------------------------------------------------------------------------
     def eval_videos(self, batch: TensorDictBase) -> dict[str, np.ndarray]:
