@@ -78,7 +78,7 @@ class WorldModelsConfig:
     rnn_windows: str = "spans"
     """How M's sequences are drawn: ``spans``, runs of rows with episodes back to back, M's
     state zeroed at each episode start and no transition learnt across it, so every
-    transition (a death included) is seen equally often and at any position [code]; 
+    transition (a death included) is seen equally often and at any position [code];
     ``episodes``, windows inside one episode (they must fit in the shortest episode), the
     window ending a finished episode drawn ``rnn_sequence + 1`` times as often as the others,
     so a death is always its window's last step: an LSTM started from a zero state then
