@@ -346,7 +346,7 @@ def test_threshold_output_needs_three_choices():
         method("carracing", env="gym:CarRacing-v3", s=specs(), discrete_output="threshold")
 
 
-def test_iterative_training_rounds_collect_with_the_controller_retrain_m_and_search_anew():
+def test_iterative_training_rounds_collect_with_the_controller_retrain_m_and_search_again():
     from wmlab_plugins.worldmodels.method import CollectPolicy, ControllerPolicy
 
     m = method(iterations=3, iteration_steps=500, iteration_rnn_updates=7)
@@ -360,12 +360,26 @@ def test_iterative_training_rounds_collect_with_the_controller_retrain_m_and_sea
     assert type(m.make_policy(explore=True)) is CollectPolicy  # the random data policy
     m.on_stage_start(stages[3])
     first = m.search
+    for _ in range(3):  # the first round's search moves away from zero
+        first.ask()
+        first.tell(np.arange(m.cfg.population, dtype=np.float64))
+    assert np.abs(first.mean).max() > 0
     m.on_stage_start(stages[4])
     assert type(m.make_policy(explore=True)) is ControllerPolicy  # later rounds: the controller
     m.on_stage_start(stages[5])
     assert m.phase == "mdn"
     m.on_stage_start(stages[6])
-    assert m.search is not first  # a new search in the retrained M
+    assert m.search is not first  # a new search in the retrained M ...
+    np.testing.assert_array_equal(m.search.mean, first.mean)  # ... from the last controller
+    assert m.search.sigma == m.cfg.sigma
+    cold = method(iterations=3, iteration_steps=500, iteration_rnn_updates=7,
+                  iteration_warm_start=False)
+    cold.rnn_trained.fill_(1)
+    cold.on_stage_start(stages[3])
+    cold.search.ask()
+    cold.search.tell(np.arange(cold.cfg.population, dtype=np.float64))
+    cold.on_stage_start(stages[6])
+    assert not cold.search.mean.any()  # off: from zero, as the first round
     # a run resumed inside controller2 keeps that round's search
     ckpt = {}
     m.on_save_checkpoint(ckpt)

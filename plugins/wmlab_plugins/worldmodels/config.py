@@ -149,13 +149,18 @@ class WorldModelsConfig:
     """Rounds of the paper's iterative training (its section 5): after the first round
     (random data, V, M, C), each further round collects ``iteration_steps`` env steps with
     the controller (the CMA-ES mean), trains M ``iteration_rnn_updates`` more on everything
-    stored (V stays), and searches C anew in that M, so states a controller reaches and the
+    stored (V stays), and searches C again in that M, so states a controller reaches and the
     random data rarely did (where M may promise safety it has not seen) are learnt. 1: the
     paper's experiments (one round) [paper: section 5, not used in its two experiments]."""
     iteration_steps: int = 20_000
     """Env steps (frames) each further round collects with the controller [wmlab]."""
     iteration_rnn_updates: int = 2_000
     """M updates in each further round [wmlab]."""
+    iteration_warm_start: bool = True
+    """Each further round's CMA-ES starts at the last round's controller (its mean), with
+    step size ``sigma`` and a fresh covariance, since M has changed; false: at zero, as the
+    first round. The paper initialises C once and then loops over collecting, training M
+    and training C, so C carries over [paper: section 5]."""
     video_steps: int = 100
     """Steps of the decoded dream rollout logged at every evaluation (``dream`` video) [wmlab]."""
 

@@ -203,10 +203,12 @@ class WorldModels(Method):
         self.round = int(stage.name[len(self.phase):] or 1)
         self._latent_cache.clear()  # (V may have changed)
         if self.phase == CONTROLLER and self.search_round != self.round:
-            # a later round searches anew in the retrained M (a resumed one goes on)
+            # a later round searches anew in the retrained M (a resumed one goes on), from
+            # the last round's controller unless ``iteration_warm_start`` is off
             if self.search_round > 0:
+                start = self.search.mean if self.cfg.iteration_warm_start else None
                 self.search = CMAES(self.controller.numel(), population=self.cfg.population,
-                                    sigma=self.cfg.sigma)
+                                    sigma=self.cfg.sigma, x0=start)
             self.search_round = self.round
         if self.phase == CONTROLLER and self.cfg.train_in == "dream" and int(self.rnn_trained) == 0:
             raise ConfigError("method.train_in=dream needs a trained M, but this run's M has had "

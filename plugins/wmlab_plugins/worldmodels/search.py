@@ -22,14 +22,16 @@ def _import_cma():
 
 class CMAES:
     """CMA-ES maximising a fitness: :meth:`ask` candidates ``[K, P]``, :meth:`tell` their
-    fitness (higher is better; ``cma`` minimises, so it is handed minus the fitness)."""
+    fitness (higher is better; ``cma`` minimises, so it is handed minus the fitness). The
+    search starts at ``x0`` (zeros when not given) with step size ``sigma``."""
 
-    def __init__(self, dim: int, *, population: int, sigma: float):
+    def __init__(self, dim: int, *, population: int, sigma: float, x0: np.ndarray | None = None):
         if population < 2:
             raise ConfigError(f"method.population={population}: CMA-ES needs at least 2 "
                               f"candidates per generation (the paper: 64)")
         cma = _import_cma()
-        self.es = cma.CMAEvolutionStrategy(np.zeros(dim), float(sigma), {
+        start = np.zeros(dim) if x0 is None else np.asarray(x0, dtype=np.float64).reshape(dim)
+        self.es = cma.CMAEvolutionStrategy(start, float(sigma), {
             "popsize": int(population), "verbose": -9,
             # samples come from numpy's global RNG, which the run seeds and checkpoints
             "seed": np.nan, "CMA_diagonal": False,
