@@ -68,7 +68,7 @@ one round M still promised safety where the random data rarely went: always movi
 survived 474-514 dream steps (157 frames in the game), and CMA-ES found that (controllers
 at 167-175 frames in the game, with 40k and 120k frames of data alike). The paper's
 iterative training (``method.iterations``: collect with the controller, train M more,
-search anew) removes such exploits one by one. With the ``cpu`` preset as it now is (40k
+search anew) removes such exploits one by one. With the ``cpu`` preset as it then was (40k
 random frames, then five rounds of 10k controller frames; ``benchmarks/
 worldmodels_dream_ranking.py`` scores fixed policies in both worlds), the real-game
 survival of each round's controller (its next round's collection, 24-57 episodes; the

@@ -205,7 +205,7 @@ class WorldModels(Method):
         self.round = int(stage.name[len(self.phase):] or 1)
         self._latent_cache.clear()  # (V may have changed)
         if self.phase == CONTROLLER and self.search_round != self.round:
-            # a later round searches anew in the retrained M (a resumed one goes on), from
+            # a later round starts a new search in the retrained M (a resumed one goes on), from
             # the last round's controller unless ``iteration_warm_start`` is off
             if self.search_round > 0:
                 start = self.search.mean if self.cfg.iteration_warm_start else None
