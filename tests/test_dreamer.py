@@ -45,9 +45,9 @@ def record_gradients(method: Dreamer):
     """Replace the optimizer step with one that records which top-level parts got gradients."""
     seen = {}
 
-    def optimize(opt, loss, parts):
+    def optimize(opt, loss, parts, **backward):
         method.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(**backward)
         got = {n for n, p in method.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
         seen[next(iter(parts))] = {".".join(n.split(".")[:2]) for n in got}
         return {}
@@ -70,6 +70,42 @@ def test_each_loss_reaches_its_modules_and_only_those(entropy):
     assert seen["actor"] == {"actor.net"}  # not the world model, not the value model
     assert seen["value"] == {"value.net"}
     # the world model and value are trainable again after imagination
+    assert all(p.requires_grad for p in method.parameters())
+
+
+class OwnValueTarget(Dreamer):
+    """A subclass with its own ``value_target``: the critic is frozen for the actor's loss
+    and run again for its own (the path before the two losses shared its forward pass)."""
+
+    def value_target(self, traj, value, reward):
+        return super().value_target(traj, value, reward)
+
+
+def test_the_shared_critic_pass_gives_the_gradients_of_two_passes():
+    grads = {}
+    for cls in (Dreamer, OwnValueTarget):
+        method = make_method("state", ["method.continue_head=true"])
+        method.__class__ = cls
+        seen = {}
+
+        def optimize(opt, loss, parts, **backward):
+            method.zero_grad(set_to_none=True)
+            loss.backward(**backward)
+            seen[next(iter(parts))] = {n: p.grad.clone() for n, p in method.named_parameters()
+                                       if p.grad is not None}
+            return {}
+
+        method.optimize = optimize
+        data = method.unpack(random_batch(method, terminated=True))
+        _, posts = method.world_model_loss(data)
+        torch.manual_seed(3)
+        method.train_behaviour(posts.detach(), method.actor, method.value, None, None)
+        grads[cls] = seen
+    for part, prefix in (("actor", "actor."), ("value", "value.")):
+        shared, twice = grads[Dreamer][part], grads[OwnValueTarget][part]
+        assert set(shared) == set(twice) and all(n.startswith(prefix) for n in shared)
+        for name in shared:
+            torch.testing.assert_close(shared[name], twice[name], rtol=1e-4, atol=1e-6)
     assert all(p.requires_grad for p in method.parameters())
 
 

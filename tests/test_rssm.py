@@ -5,6 +5,8 @@ import torch
 from torch import nn
 
 from wmlab.nets.conv import PointDeconv
+from wmlab.nets.heads import OneHotActor, record_actor_outputs
+from wmlab.nets.sampling import categorical_index
 from wmlab.nets import (
     RSSM,
     ConvDecoder,
@@ -298,3 +300,48 @@ def test_truncated_normal_actor_density_entropy_and_samples():
     action.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
     assert torch.equal(actor.mode(feat), mean)
+
+
+def test_categorical_index_draws_each_class_at_its_probability():
+    torch.manual_seed(0)
+    # unnormalised rows with zero-probability classes first, inside and last; leading dims kept
+    probs = torch.tensor([[0.0, 2.0, 0.0, 6.0, 2.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    n = 60_000
+    draws = categorical_index(probs.expand(n, 2, 6).reshape(n // 2, 2, 2, 6))
+    assert draws.shape == (n // 2, 2, 2) and draws.dtype == torch.int64
+    for row in range(2):
+        freq = torch.bincount(draws[..., row].reshape(-1), minlength=6).float() / n
+        expected = probs[row] / probs[row].sum()
+        assert (freq[expected == 0] == 0).all()  # never a class of probability zero
+        assert torch.allclose(freq, expected, atol=0.01), (row, freq, expected)
+    # a one-hot row always gives its class, also in bfloat16
+    sure = torch.zeros(1000, 7, dtype=torch.bfloat16)
+    sure[:, 4] = 1
+    assert (categorical_index(sure) == 4).all()
+
+
+@pytest.mark.parametrize("actor_cls", [TruncNormalActor, OneHotActor, TanhNormalActor])
+def test_imagination_keeps_the_actor_outputs_its_loss_reuses(actor_cls):
+    rssm = make("categorical")
+    posts, _ = rssm.observe(*sequence())
+    actor = actor_cls(rssm.feat_dim, A, hidden=8, layers=2)
+    policy, outputs = record_actor_outputs(actor)
+    traj = imagine_from(rssm, lambda s: policy(rssm.get_feat(s).detach()), posts, 3)
+    out, feat, actions = outputs(), traj.feats[:-1].detach(), traj.actions.detach()
+    again = actor(feat)  # what the loss computed before the outputs were kept
+    for kept, fresh in zip(out if isinstance(out, tuple) else (out,), again if isinstance(again, tuple) else (again,)):
+        assert kept.shape[:2] == (3, T * B)
+        torch.testing.assert_close(kept, fresh)
+    torch.testing.assert_close(actor.log_prob(None, actions, out=out), actor.log_prob(feat, actions))
+    if actor_cls is not TanhNormalActor:  # exact entropies: the same value and the same gradient
+        params = list(actor.parameters())
+        kept = torch.autograd.grad(actor.entropy(None, out=out).sum(), params, retain_graph=True)
+        fresh = torch.autograd.grad(actor.entropy(feat).sum(), params)
+        for a, b in zip(kept, fresh):
+            torch.testing.assert_close(a, b)
+    # an actor of another type (a plugin's own) is called as before and nothing is kept
+    plain = torch.nn.Linear(rssm.feat_dim, A)
+    plain.sample = lambda f: (torch.tanh(plain(f)), None)
+    policy, outputs = record_actor_outputs(plain)
+    imagine_from(rssm, lambda s: policy(rssm.get_feat(s).detach()), posts, 2)
+    assert outputs() is None

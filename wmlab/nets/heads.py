@@ -14,6 +14,10 @@ choices whose samples are one-hot vectors with straight-through gradients (autho
 
 All actors offer the same verbs: ``sample`` (action and log-probability), ``mode`` (the
 evaluation action), ``log_prob`` (of a given action, for REINFORCE) and ``entropy``.
+``sample``, ``log_prob`` and ``entropy`` also take ``out=``, the actor's output (``forward``)
+for those features computed before: imagination keeps the output of each step
+(:func:`record_actor_outputs`) so that the actor's loss does not run the MLP again over
+every imagined state.
 
 Negative log-likelihoods include their constants, so logged losses are true NLLs in nats.
 """
@@ -27,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wmlab.nets.mlp import mlp
+from wmlab.nets.sampling import categorical_index
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -97,9 +102,10 @@ class TanhNormalActor(nn.Module):
         std = F.softplus(std + self.raw_init_std) + self.min_std
         return mean, std
 
-    def sample(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action ``[..., A]`` and its log-probability ``[...]``."""
-        mean, std = self(feat)
+    def sample(self, feat: torch.Tensor | None, *, out=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action ``[..., A]`` and its log-probability ``[...]``. ``out``:
+        this actor's output for ``feat`` if it was computed already (``feat`` is then unused)."""
+        mean, std = self(feat) if out is None else out
         x = mean + std * torch.randn_like(mean)
         return torch.tanh(x), _tanh_normal_log_prob(x, mean, std)
 
@@ -107,17 +113,18 @@ class TanhNormalActor(nn.Module):
         """``tanh(mean)``: ``[..., A]`` (the deterministic evaluation action)."""
         return torch.tanh(self(feat)[0])
 
-    def log_prob(self, feat: torch.Tensor, action: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    def log_prob(self, feat: torch.Tensor | None, action: torch.Tensor, eps: float = 1e-6, *,
+                 out=None) -> torch.Tensor:
         """``log pi(action | feat)``: ``[...]`` for a given action ``[..., A]`` in [-1, 1] (one
         that was sampled, so its pre-tanh value is recovered by ``atanh`` after clipping to
         ``(-1 + eps, 1 - eps)``)."""
-        mean, std = self(feat)
+        mean, std = self(feat) if out is None else out
         return _tanh_normal_log_prob(torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps)), mean, std)
 
-    def entropy(self, feat: torch.Tensor) -> torch.Tensor:
-        """A one-sample estimate of the entropy, ``-log pi(a)`` for ``a ~ pi``: ``[...]`` (the
-        tanh-Normal's entropy has no closed form)."""
-        return -self.sample(feat)[1]
+    def entropy(self, feat: torch.Tensor | None, *, out=None) -> torch.Tensor:
+        """A one-sample estimate of the entropy, ``-log pi(a)`` for a fresh ``a ~ pi``: ``[...]``
+        (the tanh-Normal's entropy has no closed form)."""
+        return -self.sample(feat, out=out)[1]
 
 
 def _tanh_normal_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -156,9 +163,10 @@ class TruncNormalActor(nn.Module):
         alpha, beta = (-1.0 - mean) / std, (1.0 - mean) / std
         return alpha, beta, (torch.special.ndtr(beta) - torch.special.ndtr(alpha)).clamp(min=1e-8)
 
-    def sample(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action ``[..., A]`` in (-1, 1) and its log-probability ``[...]``."""
-        mean, std = self(feat)
+    def sample(self, feat: torch.Tensor | None, *, out=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action ``[..., A]`` in (-1, 1) and its log-probability ``[...]``
+        (``out``: as :meth:`TanhNormalActor.sample`)."""
+        mean, std = self(feat) if out is None else out
         alpha, beta, _ = self._bounds(mean, std)
         low, high = torch.special.ndtr(alpha), torch.special.ndtr(beta)
         u = (low + (high - low) * torch.rand_like(mean)).clamp(1e-6, 1.0 - 1e-6)
@@ -171,9 +179,9 @@ class TruncNormalActor(nn.Module):
         """``tanh(mu)``, the truncated Normal's mode: ``[..., A]`` (the evaluation action)."""
         return self(feat)[0]
 
-    def log_prob(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, feat: torch.Tensor | None, action: torch.Tensor, *, out=None) -> torch.Tensor:
         """``log pi(action | feat)``: ``[...]`` for an action ``[..., A]`` in [-1, 1]."""
-        mean, std = self(feat)
+        mean, std = self(feat) if out is None else out
         return self._log_prob(action, mean, std)
 
     def _log_prob(self, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -181,10 +189,10 @@ class TruncNormalActor(nn.Module):
         _, _, mass = self._bounds(mean, std)
         return (-0.5 * z.pow(2) - std.log() - _HALF_LOG_2PI - mass.log()).sum(-1)
 
-    def entropy(self, feat: torch.Tensor) -> torch.Tensor:
+    def entropy(self, feat: torch.Tensor | None, *, out=None) -> torch.Tensor:
         """The exact entropy ``[...]``, summed over action dimensions:
         ``log(sqrt(2 pi e) std Z) + (alpha phi(alpha) - beta phi(beta)) / (2 Z)``."""
-        mean, std = self(feat)
+        mean, std = self(feat) if out is None else out
         alpha, beta, mass = self._bounds(mean, std)
         pdf = lambda x: torch.exp(-0.5 * x.pow(2) - _HALF_LOG_2PI)  # noqa: E731
         ent = 0.5 + _HALF_LOG_2PI + std.log() + mass.log() + (alpha * pdf(alpha) - beta * pdf(beta)) / (2 * mass)
@@ -208,11 +216,12 @@ class OneHotActor(nn.Module):
         """Normalised log-probabilities ``[..., n]``."""
         return torch.log_softmax(self.net(feat), -1)
 
-    def sample(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A one-hot action ``[..., n]`` (straight-through) and its log-probability ``[...]``."""
-        logp = self(feat)
+    def sample(self, feat: torch.Tensor | None, *, out=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A one-hot action ``[..., n]`` (straight-through) and its log-probability ``[...]``
+        (``out``: as :meth:`TanhNormalActor.sample`)."""
+        logp = self(feat) if out is None else out
         probs = logp.exp()
-        index = torch.multinomial(probs.detach().reshape(-1, probs.shape[-1]), 1).reshape(probs.shape[:-1])
+        index = categorical_index(probs.detach())
         onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
         return onehot + (probs - probs.detach()), (onehot * logp).sum(-1)
 
@@ -221,11 +230,41 @@ class OneHotActor(nn.Module):
         logp = self(feat)
         return F.one_hot(logp.argmax(-1), logp.shape[-1]).to(logp.dtype)
 
-    def log_prob(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, feat: torch.Tensor | None, action: torch.Tensor, *, out=None) -> torch.Tensor:
         """``log pi(action | feat)`` of one-hot actions ``[..., n]``: ``[...]``."""
-        return (action * self(feat)).sum(-1)
+        return (action * (self(feat) if out is None else out)).sum(-1)
 
-    def entropy(self, feat: torch.Tensor) -> torch.Tensor:
+    def entropy(self, feat: torch.Tensor | None, *, out=None) -> torch.Tensor:
         """The exact entropy ``[...]``."""
-        logp = self(feat)
+        logp = self(feat) if out is None else out
         return -(logp.exp() * logp).sum(-1)
+
+
+#: the actors whose ``sample``, ``log_prob`` and ``entropy`` take ``out=`` (exact types: a
+#: subclass may override them with the older signatures)
+OUTPUT_REUSING_ACTORS = (TanhNormalActor, TruncNormalActor, OneHotActor)
+
+
+def record_actor_outputs(actor: nn.Module):
+    """``(policy, outputs)`` for imagination: ``policy(feat)`` samples an action from
+    ``actor`` and appends the actor's output to ``outputs()``'s list, which returns the
+    outputs stacked over the steps (``[H, ...]``, a tuple of tensors for the Normal actors),
+    or ``None`` if ``actor`` is not one of :data:`OUTPUT_REUSING_ACTORS` (then ``policy`` is
+    the plain ``actor.sample(feat)[0]``)."""
+    if type(actor) not in OUTPUT_REUSING_ACTORS:
+        return (lambda feat: actor.sample(feat)[0]), (lambda: None)
+    steps: list = []
+
+    def policy(feat: torch.Tensor) -> torch.Tensor:
+        out = actor(feat)
+        steps.append(out)
+        return actor.sample(None, out=out)[0]
+
+    def outputs():
+        if not steps:
+            return None
+        if isinstance(steps[0], tuple):
+            return tuple(torch.stack(parts) for parts in zip(*steps))
+        return torch.stack(steps)
+
+    return policy, outputs

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wmlab.nets.mlp import activation
+from wmlab.nets.sampling import categorical_index
 
 
 class RSSMState(NamedTuple):
@@ -103,7 +104,7 @@ class CategoricalLatent:
         """One-hot samples; straight-through gradients: the forward value is the one-hot
         sample, the gradient that of the probabilities (DreamerV2's ``OneHotDist.sample``)."""
         probs = self._logits(params).softmax(-1)
-        idx = torch.multinomial(probs.reshape(-1, self.classes), 1).reshape(probs.shape[:-1])
+        idx = categorical_index(probs.detach())
         onehot = F.one_hot(idx, self.classes).to(probs.dtype)
         return (onehot + probs - probs.detach()).flatten(-2)
 
@@ -289,6 +290,10 @@ class Imagination(NamedTuple):
     alive: torch.Tensor | None = None
     """``[N, 1]``: 0 where the start state is terminal (the episode had ended there), else 1;
     ``None``: every start is alive."""
+    actor_out: torch.Tensor | tuple[torch.Tensor, ...] | None = None
+    """The actor's output (``forward``) at ``states[0..H-1]``, stacked ``[H, N, ...]``, when
+    the imagination kept it (``wmlab.nets.heads.record_actor_outputs``): the actor's
+    ``log_prob`` and ``entropy`` of these states take it as ``out=``; ``None``: not kept."""
 
 
 def imagine_from(rssm: RSSM, policy_fn: Callable[[RSSMState], torch.Tensor], posts: RSSMState,

@@ -31,6 +31,7 @@ from wmlab.nets.world_model import (
     openloop_video,
     to_sequences,
 )
+from wmlab.nets.heads import record_actor_outputs
 from wmlab.nets.mlp import ACTIVATIONS
 from wmlab.nets.rssm import CELLS
 from wmlab.optim import clip_grad_norms_
@@ -206,25 +207,40 @@ class Dreamer(Method):
         ``alive [T, B, 1]`` (:func:`start_alive`) marks the posterior states that are not
         terminal."""
         reward_fn = reward_fn or self.imagined_reward
-        with frozen(self.world_model, value):  # gradients flow through them, not into them
+        # Dreamer's returns bootstrap from the critic being trained: its one forward pass over
+        # the imagined states serves both losses, each backward pass restricted to its own
+        # parameters (the actor's gradient flows through the critic, not into it; the
+        # critic's does not reach the actor). Otherwise the critic is frozen for the actor's
+        # loss and run again on the detached states for its own.
+        shared = type(self).value_target is Dreamer.value_target and type(self).optimize is Dreamer.optimize
+        with frozen(self.world_model, *([] if shared else [value])):
             traj = self.imagine(posts, actor)
             if alive is not None:
                 traj = traj._replace(alive=alive.reshape(-1, 1))
-            returns, weights = self.value_target(traj, value, reward_fn(traj))  # [H, N, 1]
+            if shared:
+                v = value(traj.feats)  # [H+1, N, 1]
+                returns, weights = self.lambda_targets(traj, v, reward_fn(traj))
+            else:
+                returns, weights = self.value_target(traj, value, reward_fn(traj))  # [H, N, 1]
             terms = self.actor_objective(traj, actor, returns, weights)
-        norms = self.optimize(actor_opt, terms["actor"], {f"{prefix}actor": actor})
-        terms |= losses.value_loss(value(traj.feats[:-1].detach()), returns, weights)
-        norms |= self.optimize(value_opt, terms["value"], {f"{prefix}value": value})
+        only = dict(inputs=list(actor.parameters()), retain_graph=True) if shared else {}
+        norms = self.optimize(actor_opt, terms["actor"], {f"{prefix}actor": actor}, **only)
+        v = v[:-1] if shared else value(traj.feats[:-1].detach())
+        terms |= losses.value_loss(v, returns, weights)
+        only = dict(inputs=list(value.parameters())) if shared else {}
+        norms |= self.optimize(value_opt, terms["value"], {f"{prefix}value": value}, **only)
         metrics = named({f"{prefix}{k}": v for k, v in terms.items()}, norms)
         metrics[f"{prefix}imagined_return"] = returns.detach().mean()
         return metrics, traj
 
     def imagine(self, posts: RSSMState, actor) -> Imagination:
         """``horizon`` steps from every posterior state; the actor sees detached features
-        (its gradient comes through the dynamics, not through its input)."""
+        (its gradient comes through the dynamics, not through its input). The actor's output
+        at each step is kept (``actor_out``) for its entropy and log-probabilities."""
         rssm = self.world_model.rssm
-        policy = lambda s: actor.sample(rssm.get_feat(s).detach())[0]  # noqa: E731
-        return imagine_from(rssm, policy, posts, self.cfg.horizon)
+        policy, outputs = record_actor_outputs(actor)
+        traj = imagine_from(rssm, lambda s: policy(rssm.get_feat(s).detach()), posts, self.cfg.horizon)
+        return traj._replace(actor_out=outputs())
 
     def imagined_reward(self, traj: Imagination) -> torch.Tensor:
         """Reward of each imagined transition, ``r_t`` for arriving in s_{t+1}: ``[H, N, 1]``."""
@@ -243,7 +259,10 @@ class Dreamer(Method):
         and discounts are zero, so its return is 0, the value there learns 0 and the later
         steps weigh nothing (DreamerV2 sets the first imagined discount from the replay's
         terminal flag for the same reason)."""
-        v = value(traj.feats)  # [H+1, N, 1]
+        return self.lambda_targets(traj, value(traj.feats), reward)
+
+    def lambda_targets(self, traj: Imagination, v: torch.Tensor, reward: torch.Tensor):
+        """:meth:`value_target` from the critic's values ``v [H+1, N, 1]`` of ``traj.feats``."""
         discount = self.imagined_discount(traj)
         if traj.alive is not None:
             reward, discount = reward * traj.alive, discount * traj.alive
@@ -255,13 +274,14 @@ class Dreamer(Method):
         plus ``actor_ent`` times a one-sample entropy estimate if that is set."""
         entropy = None
         if self.cfg.actor_ent > 0.0:
-            entropy = actor.entropy(traj.feats[:-1].detach())  # [H, N]
+            entropy = actor.entropy(traj.feats[:-1].detach(), out=traj.actor_out)  # [H, N]
         return losses.actor_loss(returns, weights, entropy=entropy, ent_scale=self.cfg.actor_ent)
 
-    def optimize(self, opt, loss: torch.Tensor, parts) -> dict[str, torch.Tensor]:
-        """Backward, per-part grad norms, one global clip, step."""
+    def optimize(self, opt, loss: torch.Tensor, parts, **backward) -> dict[str, torch.Tensor]:
+        """Backward (``backward``: keyword arguments of ``Tensor.backward``, e.g. ``inputs``),
+        per-part grad norms, one global clip, step."""
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        self.manual_backward(loss, **backward)
         norms = clip_grad_norms_(parts, self.cfg.grad_clip)
         opt.step()
         return norms

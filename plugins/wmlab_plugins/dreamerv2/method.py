@@ -120,9 +120,9 @@ class DreamerV2(Dreamer):
         mix, feat = self.actor_mix(), traj.feats[:-1].detach()  # [H, N, F]: s_0 .. s_{H-1}
         log_prob = advantage = None
         if mix < 1.0:
-            log_prob = actor.log_prob(feat, traj.actions.detach())  # [H, N]
+            log_prob = actor.log_prob(feat, traj.actions.detach(), out=traj.actor_out)  # [H, N]
             advantage = returns - self.target_critic(self.value)(feat)  # [H, N, 1]
-        entropy = actor.entropy(feat)  # [H, N]: exact (one-hot, truncated Normal), one sample (tanh-Normal)
+        entropy = actor.entropy(feat, out=traj.actor_out)  # [H, N]: exact (one-hot, truncated Normal), one sample (tanh-Normal)
         terms = losses.actor_loss(returns=returns, weights=weights, mix=mix, ent_scale=self.cfg.actor_ent,
                                   entropy=entropy, log_prob=log_prob, advantage=advantage)
         return terms
