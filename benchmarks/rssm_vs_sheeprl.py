@@ -49,6 +49,7 @@ threads as cores; on a machine shared with other jobs pass ``--threads 1``):
     python benchmarks/rssm_vs_sheeprl.py --sheeprl-python ... --obs state --updates 30
     python benchmarks/rssm_vs_sheeprl.py --methods dreamer --env cheetah-run --device cuda
     python benchmarks/rssm_vs_sheeprl.py --sheeprl-python ... --precision bf16-mixed  # both in bf16
+    python benchmarks/rssm_vs_sheeprl.py --sheeprl-python ... --compile default  # wmlab compiled
 Without ``--sheeprl-python`` (or with one that cannot import sheeprl) only wmlab runs. The
 ``--device cuda`` path (``run.accelerator=gpu``, ``fabric.accelerator=cuda``) has not been run.
 sheeprl is installed in a virtual environment of its own, e.g.
@@ -134,6 +135,9 @@ def parse() -> argparse.Namespace:
                     help="give sheeprl's process the allocator setting wmlab's run.reuse_memory makes "
                          "(glibc: no mmap of large blocks, no trimming; wmlab.memory) through glibc's "
                          "environment variables; by default each library runs as it ships")
+    ap.add_argument("--compile", default="off", metavar="MODE",
+                    help="wmlab's run.compile (torch.compile of its networks; default, "
+                         "max-autotune, ...); sheeprl runs as it ships. Default off")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the sheeprl command lines")
     ap.add_argument("--worker", choices=["wmlab", "sheeprl"], help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
@@ -159,6 +163,8 @@ def wmlab_namespace(job: dict) -> argparse.Namespace:
                  f"run.precision={job.get('precision', '32-true')}", "run.reuse_memory=true"]
     if job.get("batch"):
         overrides.append(f"method.batch_size={job['batch']}")
+    if job.get("compile", "off") != "off":
+        overrides.append(f"run.compile={job['compile']}")
     return argparse.Namespace(method=job["method"], env=job["env"], preset=[], overrides=overrides)
 
 
@@ -379,9 +385,10 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="rssm_vs_sheeprl-")
     base = {"env": args.env, "obs": args.obs, "updates": args.updates, "warmup": args.warmup,
             "prefill": args.prefill, "batch": args.batch, "threads": args.threads, "device": args.device,
-            "seed": args.seed, "precision": args.precision}
+            "seed": args.seed, "precision": args.precision, "compile": args.compile}
     print(f"{args.env} from {args.obs}, {args.threads} torch threads per process, device {args.device}, "
-          f"precision {args.precision}, wmlab run.reuse_memory=true, sheeprl's allocator "
+          f"precision {args.precision}, wmlab run.reuse_memory=true run.compile={args.compile}, "
+          f"sheeprl's allocator "
           f"{'set the same' if args.sheeprl_reuse_memory else 'as it ships'}, "
           f"{args.prefill} env steps of prefill, {args.warmup} warm-up updates, {args.updates} timed; "
           f"logs in {work}", flush=True)

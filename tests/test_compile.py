@@ -62,3 +62,16 @@ def test_a_method_naming_nothing_runs_eager_and_a_wrong_name_is_a_config_error(c
     with pytest.raises(ConfigError, match="names 'model._nosuch', which is not a submodule of TDMPC"):
         loop.compile_method(method, "default")
     assert loop.compile_method(method, "off") == []  # off looks at nothing
+
+
+def test_a_compiled_dreamer_trains():
+    """Dreamer's actor and critic losses go backward twice through the critic's one compiled
+    pass (retain_graph), which a compiled backward donating its buffers refuses."""
+    from sequence_helpers import fit_once
+    from test_dreamer import make_method, random_batch
+
+    method = make_method("state")
+    loop.compile_method(method, "default")
+    before = [p.detach().clone() for p in method.value.parameters()]
+    fit_once(method, [random_batch(method) for _ in range(2)])
+    assert any(not torch.equal(a, b) for a, b in zip(before, method.value.parameters()))

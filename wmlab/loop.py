@@ -185,6 +185,10 @@ def compile_method(method: Method, mode: str) -> list[str]:
     # default limit (8) a method's MLPs of several depths and shapes would overflow into eager
     dynamo = torch._dynamo.config
     dynamo.recompile_limit = max(dynamo.recompile_limit, 8 * len(names))
+    # a compiled backward that reuses ("donates") its saved tensors' memory refuses a second
+    # backward through the same graph; Dreamer's actor and critic losses share one forward
+    # pass of the critic and go backward through it twice (retain_graph)
+    torch._functorch.config.donated_buffer = False
     for name in names:
         try:
             module = method.get_submodule(name)
