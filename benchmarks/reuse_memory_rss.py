@@ -24,7 +24,22 @@ pixels, batch 50 x 50, ``--settings true``, before the "in use" column existed):
 GiB after the prefill, then 16.05 after 10 updates, 16.64 after 40, 16.91 after 100 and
 17.17 after 130-150 (0.08-0.10 updates/s; the run was stopped at 150 to free memory). It
 grows in steps and had not levelled off, which is why ``run.reuse_memory`` stays off by
-default. The ``false`` setting over as many updates is not measured yet.
+default.
+
+``--settings false --updates 150`` (December 2026, same task and batch, 1 thread, another
+benchmark on the other core; 65 minutes):
+
+    updates  RSS GiB  peak GiB  in use GiB  updates/s
+         10    13.25     14.77       11.92      0.038
+         50    13.59     15.03       12.11      0.040
+        100    13.81     15.28       12.34      0.039
+        150    13.97     15.48       12.57      0.041
+
+(12.36 GiB after the prefill.) Without the setting the memory in use grows too, about 4.3
+MiB per update, so the growth above is mostly live allocations, not memory the setting
+keeps. Where it comes from is not pinned down: a Dreamer run from states (the paper's 50 x
+50 batch) and one from pixels with 8 sequences a batch kept the memory in use flat (to 0.1
+MiB) over 30 updates in one Trainer and across new Trainers.
 """
 
 from __future__ import annotations

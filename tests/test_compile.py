@@ -70,7 +70,7 @@ def test_a_compiled_dreamer_trains():
     from sequence_helpers import fit_once
     from test_dreamer import make_method, random_batch
 
-    method = make_method("state")
+    method = make_method("state", ["method.shared_critic=true"])
     loop.compile_method(method, "default")
     before = [p.detach().clone() for p in method.value.parameters()]
     fit_once(method, [random_batch(method) for _ in range(2)])

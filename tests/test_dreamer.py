@@ -56,9 +56,10 @@ def record_gradients(method: Dreamer):
     return seen
 
 
-@pytest.mark.parametrize("entropy", [0.0, 0.1])
-def test_each_loss_reaches_its_modules_and_only_those(entropy):
-    method = make_method("state", ["method.continue_head=true", f"method.actor_ent={entropy}"])
+@pytest.mark.parametrize("entropy, shared", [(0.0, False), (0.1, False), (0.1, True)])
+def test_each_loss_reaches_its_modules_and_only_those(entropy, shared):
+    method = make_method("state", ["method.continue_head=true", f"method.actor_ent={entropy}",
+                                   f"method.shared_critic={str(shared).lower()}"])
     seen = record_gradients(method)
     data = method.unpack(random_batch(method, terminated=True))
     terms, posts = method.world_model_loss(data)
@@ -84,7 +85,7 @@ class OwnValueTarget(Dreamer):
 def test_the_shared_critic_pass_gives_the_gradients_of_two_passes():
     grads = {}
     for cls in (Dreamer, OwnValueTarget):
-        method = make_method("state", ["method.continue_head=true"])
+        method = make_method("state", ["method.continue_head=true", "method.shared_critic=true"])
         method.__class__ = cls
         seen = {}
 

@@ -207,12 +207,13 @@ class Dreamer(Method):
         ``alive [T, B, 1]`` (:func:`start_alive`) marks the posterior states that are not
         terminal."""
         reward_fn = reward_fn or self.imagined_reward
-        # Dreamer's returns bootstrap from the critic being trained: its one forward pass over
-        # the imagined states serves both losses, each backward pass restricted to its own
-        # parameters (the actor's gradient flows through the critic, not into it; the
-        # critic's does not reach the actor). Otherwise the critic is frozen for the actor's
-        # loss and run again on the detached states for its own.
-        shared = type(self).value_target is Dreamer.value_target and type(self).optimize is Dreamer.optimize
+        # shared_critic: Dreamer's returns bootstrap from the critic being trained, so its one
+        # forward pass over the imagined states can serve both losses, each backward pass
+        # restricted to its own parameters (the actor's gradient flows through the critic,
+        # not into it; the critic's does not reach the actor). Otherwise the critic is frozen
+        # for the actor's loss and run again on the detached states for its own.
+        shared = (self.cfg.shared_critic and type(self).value_target is Dreamer.value_target
+                  and type(self).optimize is Dreamer.optimize)
         with frozen(self.world_model, *([] if shared else [value])):
             traj = self.imagine(posts, actor)
             if alive is not None:
