@@ -84,6 +84,14 @@ time, one process per core:
     state  bf16-mixed  dreamer 0.639 0.529 1.21, dreamerv2 0.586 0.535 1.10  |  -
     pixels float32     dreamer 0.097 0.055 1.76, dreamerv2 0.135 0.087 1.56  |  1.24, 1.25
     pixels bf16-mixed  dreamer 0.213 0.079 2.70, dreamerv2 0.274 0.137 2.00  |  1.96, 1.81
+Still later in December 2026, after categorical draws by inverse CDF, the actor's loss on
+the outputs imagination kept, and Dreamer's shared critic pass (``method.shared_critic``,
+then on by default, now off); ``--obs state``, float32, sheeprl as it ships, one other job
+on the second core, two runs about 40 minutes apart (sheeprl's Dreamer ran 0.121 and 0.158
+updates/s in them: the machine's speed swung):
+    updates/s                  wmlab  sheeprl  ratio
+    eager             dreamer  0.158  0.121  1.31,  dreamerv2 0.191 0.147 1.30
+    --compile default dreamer  0.172  0.158  1.09,  dreamerv2 0.260 0.176 1.48
 November 2026 (above), acting alone (policy and env step, env steps/s): state wmlab 540 /
 399, sheeprl 834 / 597; pixels wmlab 216 / 142, sheeprl 32 / 29 (its default rendering).
 With 2 threads per process on the same loaded machine the figures were dominated by the

@@ -92,7 +92,8 @@ class DreamerConfig:
     README "Benchmarks"). Off: the critic is frozen for the actor's loss and run again on the
     detached states for its own, as the authors' code does. Off by default because rounding
     differences alone change a run's course: the learning check's seed 1
-    (``tests/test_learning_dreamer.py``) ended at 50 with it on, against 273 off. Not used
+    (``tests/test_learning_dreamer.py``) ended at 50 with it on; off, the update is the one
+    the check's docstring measured (273) and the check passes. Not used
     where the returns bootstrap from another critic (DreamerV2's slow critic)."""
     expl_amount: float = 0.3
     """Std of the Gaussian noise added to the actor's sampled action when collecting,
