@@ -192,7 +192,10 @@ def update_only_speed(run, updates: int) -> float:
     trainer = loop.make_trainer(run.cfg, [loop.Ticks(run, stage, bar), loop.FillBatch(run)], False)
     start = time.perf_counter()
     trainer.fit(run.method, DataLoader(stream, batch_size=None, collate_fn=loop._as_is))
-    return updates / (time.perf_counter() - start)
+    speed = updates / (time.perf_counter() - start)
+    del trainer
+    loop.release_cycles()  # this window's Trainer and optimizers, before the next window's
+    return speed
 
 
 def compiled_speeds(run, mode: str, updates: int) -> tuple[float, float, float]:

@@ -3,6 +3,8 @@ collect-only stage then offline updates, search stages (in the env and in a mode
 episode-aware samplers; counters, evaluation and checkpoints in every stage kind, and
 kill-and-resume in the middle of each. The fake methods are in tests/stage_fakes.py."""
 
+import gc
+import weakref
 from pathlib import Path
 
 import mlflow
@@ -95,6 +97,35 @@ def test_optimizer_state_carries_over_between_stages_and_resumes(fakes, monkeypa
     online = [n for stage, n in steps if stage == "online"]
     assert online == list(range(1, 41))  # 0.5 x (100 - 20) policy steps
     assert [n for stage, n in steps if stage == "offline"] == list(range(41, 46))
+
+
+def test_a_finished_stage_frees_its_trainer(fakes, monkeypatch):
+    # Trainers live in reference cycles: with the automatic collector off, only the loop's
+    # own collection at the end of a stage frees the earlier stages' (and their optimizers;
+    # the method stays attached to the last one until the next fit)
+    from wmlab import loop
+
+    made, freed = [], []
+    make, gradient = loop.make_trainer, loop.run_gradient
+
+    def recorded(*args, **kwargs):
+        trainer = make(*args, **kwargs)
+        made.append(weakref.ref(trainer))
+        return trainer
+
+    def stage(*args, **kwargs):
+        gradient(*args, **kwargs)
+        freed.append([ref() is None for ref in made[:-1]])
+
+    monkeypatch.setattr(loop, "make_trainer", recorded)
+    monkeypatch.setattr(loop, "run_gradient", stage)
+    gc.collect()
+    gc.disable()
+    try:
+        assert fit("fake_two") == 0
+    finally:
+        gc.enable()
+    assert len(freed) == 2 and freed[1][-1]  # the first stage's Trainer, after the second stage
 
 
 def test_optimizer_state_survives_a_kill_and_resume(fakes, monkeypatch):
