@@ -92,6 +92,10 @@ updates/s in them: the machine's speed swung):
     updates/s                  wmlab  sheeprl  ratio
     eager             dreamer  0.158  0.121  1.31,  dreamerv2 0.191 0.147 1.30
     --compile default dreamer  0.172  0.158  1.09,  dreamerv2 0.260 0.176 1.48
+The same changes, ``--obs pixels --threads 1`` (defaults: 3 warm-up, 20 timed updates),
+float32, one other job on the second core (the machine slower than for the pixel rows above):
+    updates/s                  wmlab  sheeprl  ratio
+    eager             dreamer  0.055  0.030  1.86,  dreamerv2 0.074 0.055 1.34
 November 2026 (above), acting alone (policy and env step, env steps/s): state wmlab 540 /
 399, sheeprl 834 / 597; pixels wmlab 216 / 142, sheeprl 32 / 29 (its default rendering).
 With 2 threads per process on the same loaded machine the figures were dominated by the

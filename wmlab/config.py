@@ -67,11 +67,14 @@ class RunConfig:
     in zeroed pages. On one CPU core it made Dreamer's update-only loop 1.36x as fast from pixels
     (0.075 -> 0.103 updates/s, peak resident memory 15.7 -> 17.1 GB) and 1.17x from states
     (walker-walk, the paper's 50 x 50 batch; two processes one after the other). Off by
-    default: the process keeps its peak resident memory. From pixels
-    (``benchmarks/reuse_memory_rss.py``, 150 updates) the resident memory rose from 16.05 GiB
-    after 10 updates to 17.17 after 150 with the setting, and from 13.25 to 13.97 without it
-    (peak 15.48); without it the memory in use (live allocations) rose too, 11.92 -> 12.57
-    GiB, so most of that growth is not the setting's. From states it stayed flat."""
+    default: the process keeps its peak resident memory and more (Dreamer from pixels at that
+    batch, a small replay: 4.61 GiB after 10 updates, 4.90 after 60, in steps; 1.94-2.01 GiB,
+    peak 3.46, without it; the memory in use stayed at 0.49 GiB in both). Of a growth measured
+    earlier over 150 updates (``benchmarks/reuse_memory_rss.py``: 16.05 -> 17.17 GiB with the
+    setting, 13.25 -> 13.97 without), the part in live allocations (11.92 -> 12.57 GiB) was
+    the benchmark's discarded Lightning Trainers and their optimizers' moments, about 48 MiB
+    each, waiting in reference cycles for Python's rare full collection; the loop now
+    collects them at the end of every gradient stage."""
     compile: str = "off"
     """``torch.compile`` the submodules the method names (``Method.compiled_modules``, e.g.
     TD-MPC's latent dynamics, reward, Q and policy nets; the RSSM's cells, encoder, decoder
