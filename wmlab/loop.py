@@ -796,16 +796,16 @@ def run_gradient(run: Run, stage: Stage, bar: ProgressBar) -> None:
         run.optimizer_states = current_optimizer_states(run, trainer)
     finally:
         run.trainer = None
-        del trainer
-        release_cycles()
+    del trainer
+    release_cycles()  # not on an interrupt: the process is on its way out (cli.main)
 
 
 def release_cycles() -> None:
-    """Free a finished stage's Trainer now. Lightning's Trainer, its loops and the
-    optimizers it wrapped refer to each other, so only Python's cyclic collector frees
-    them, and its full pass is rare in a process of a million objects: until then the
-    optimizers' moments stay allocated (Dreamer from pixels: about 48 MiB per Trainer,
-    measured with ``benchmarks/reuse_memory_rss.py``)."""
+    """Free the Trainers no longer in use (the method stays attached to the last one until
+    the next fit). Lightning's Trainer, its loops and the optimizers it wrapped refer to each
+    other, so only Python's cyclic collector frees them, and its full pass is rare in a
+    process of a million objects: until then the optimizers' moments stay allocated (Dreamer
+    from pixels: about 48 MiB per Trainer, measured with ``benchmarks/reuse_memory_rss.py``)."""
     gc.collect()
 
 
