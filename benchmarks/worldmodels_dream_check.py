@@ -1,7 +1,8 @@
 """World Models on doom:take-cover, the small CPU check: does a controller trained only in
 M's dream survive longer in the real game than the random policies measured in the same run?
 
-    python benchmarks/worldmodels_dream_check.py          # about 25 minutes on one core
+    python benchmarks/worldmodels_dream_check.py             # about 25 minutes on one core
+    python benchmarks/worldmodels_dream_check.py run.seed=2  # any setting, as for wmlab fit
 
 It runs in a temporary folder (its own MLflow store), prints both random policies, the
 dream fitness by generation and the controller's real-game survival, and exits 1 when the
@@ -200,14 +201,26 @@ def random_returns(episodes: int, hold_max: int) -> list[float]:
     return game_survival(policy, episodes, seed=EVAL_SEED)
 
 
-def check() -> bool:
-    """Run the check; True when the dream-trained controller clears the threshold."""
+def round_survival(client, run_id: str, first_steps: int, round_steps: int) -> list[float]:
+    """The real-game survival of each round's controller but the last: the mean return of
+    the episodes the next round collected with it (``collect/episode_return`` holds the mean
+    of the episodes that ended at each env step, so this weighs those steps alike)."""
+    rounds: dict[int, list[float]] = {}
+    for m in client.get_metric_history(run_id, "collect/episode_return"):
+        if m.step > first_steps:
+            rounds.setdefault((m.step - first_steps - 1) // round_steps, []).append(m.value)
+    return [statistics.mean(rounds[r]) for r in sorted(rounds)]
+
+
+def check(overrides: list[str]) -> bool:
+    """Run the check (``overrides``: settings added to the command); True when the
+    dream-trained controller clears the threshold."""
     uniform = statistics.mean(random_returns(32, hold_max=1))
     held = statistics.mean(random_returns(32, hold_max=10))
     print(f"random policies: uniform {uniform:.0f}, held 1-10 frames {held:.0f}")
     argv = ["fit", "--method", "worldmodels", "--env", "doom:take-cover", "--preset", "cpu",
             "run.threads=1", "method.dream_done=sample", "eval.episodes=16", "eval.video=false",
-            "checkpoint.replay=false"]
+            "checkpoint.replay=false", *overrides]
     if main(argv) != 0:
         raise SystemExit("wmlab fit failed")
     client = mlflow.MlflowClient(tracking_uri(None))
@@ -215,6 +228,11 @@ def check() -> bool:
     curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval/episode_return")]
     search = [m.value for m in client.get_metric_history(run.info.run_id, "search/mean_fitness")]
     print("real-game survival (env steps, eval return):", curve, "dream fitness by generation:", search)
+    params = run.data.params
+    first, later = int(params["method.collect_steps"]), int(params["method.iteration_steps"])
+    rounds = round_survival(client, run.info.run_id, first, later) + [curve[-1][1]]
+    print("real-game survival of each round's controller (its next round's collection; the last: "
+          "the evaluation):", " ".join(f"{r:.0f}" for r in rounds))
     threshold = max(uniform, held) + MARGIN
     print(f"controller: {curve[-1][1]:.0f} frames; threshold {threshold:.0f}: "
           f"{'passed' if curve[-1][1] > threshold else 'not reached'}")
@@ -226,4 +244,4 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
         os.environ.pop("MLFLOW_TRACKING_URI", None)
-        sys.exit(0 if check() else 1)
+        sys.exit(0 if check(sys.argv[1:]) else 1)

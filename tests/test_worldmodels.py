@@ -263,6 +263,7 @@ def test_tell_passes_minus_fitness_to_cma():
 @pytest.mark.parametrize("seed", range(5))
 def test_search_state_survives_a_checkpoint(seed):
     m = method()
+    m.initial_count.fill_(1)  # (the dream scores the mean at the search's last generation)
     np.random.seed(seed)
     torch.manual_seed(seed)
     for _ in range(3):
@@ -282,6 +283,7 @@ def test_search_state_survives_a_checkpoint(seed):
     clone.load_state_dict(loaded["module"])
     clone.on_load_checkpoint(loaded)
     assert torch.equal(clone.controller, m.controller)
+    assert clone.controller_score == m.controller_score > float("-inf")
     assert clone.search.es.countiter == m.search.es.countiter == 3
     for _ in range(5):  # the same generations follow, candidate for candidate
         rng = np.random.get_state()
@@ -293,6 +295,56 @@ def test_search_state_survives_a_checkpoint(seed):
         m.tell(fitness)
         clone.tell(fitness)
     assert torch.equal(clone.controller, m.controller) and clone.search.sigma == m.search.sigma
+
+
+def test_in_the_dream_c_is_the_best_scoring_mean_checked_every_select_every_generations(monkeypatch):
+    """The authors' ``train.py``: the mean is scored every ``eval_steps`` generations and the
+    best one is the controller; here also at the search's last generation."""
+    m = method(select_every=2, generations=5)
+    scores = iter([5.0, 3.0, 7.0])
+    monkeypatch.setattr(m, "selection_score", lambda params: next(scores))
+    np.random.seed(0)
+    means, logged = [], []
+    for _ in range(5):
+        m.ask()
+        logged.append(m.tell(torch.randn(m.cfg.population)))
+        means.append(torch.as_tensor(m.search.mean, dtype=torch.float32))
+        if len(means) == 1:
+            assert not m.controller.any()  # nothing scored yet: C is still the start
+    assert [("mean_score" in x) for x in logged] == [False, True, False, True, True]
+    assert logged[3]["mean_score"] == 3.0 and logged[3]["controller_score"] == 5.0
+    assert logged[4]["controller_score"] == 7.0
+    assert torch.equal(m.controller, means[4])  # generation 5 (the last): 7 beat 5
+    m2 = method(select_every=2, generations=5)
+    scores2 = iter([5.0, 3.0, 4.0])
+    monkeypatch.setattr(m2, "selection_score", lambda params: next(scores2))
+    np.random.seed(0)
+    for i in range(5):
+        m2.ask()
+        m2.tell(torch.randn(m2.cfg.population))
+        if i == 1:
+            kept = torch.as_tensor(m2.search.mean, dtype=torch.float32)
+    assert torch.equal(m2.controller, kept) and m2.controller_score == 5.0  # gen 2's mean stays
+    latest = method(select_every=0)  # off: C follows the mean after every generation
+    for _ in range(2):
+        latest.ask()
+        assert "mean_score" not in latest.tell(torch.randn(latest.cfg.population))
+        np.testing.assert_array_equal(latest.controller.numpy(), latest.search.mean.astype(np.float32))
+
+
+def test_selection_scores_use_the_same_draws_and_leave_the_global_generator_alone():
+    m = method(dream_done="sample", dream_steps=200, select_episodes=64)
+    m.initial_count.fill_(1)
+    with torch.no_grad():
+        m.rnn.done.weight.zero_()
+        m.rnn.done.bias.fill_(math.log(0.05 / 0.95))
+    params = torch.randn(m.controller.numel())
+    torch.manual_seed(3)
+    before = torch.random.get_rng_state()
+    first = m.selection_score(params)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert m.selection_score(params) == first  # common random numbers: scores compare controllers
+    assert 10 < first < 40  # p(done) 0.05: about 20 steps
 
 
 # --- the dream ---------------------------------------------------------------------------
@@ -335,6 +387,8 @@ def test_sampled_dream_deaths_follow_the_done_head():
     ({"discrete_output": "sample"}, "valid: argmax, threshold"),
     ({"rnn_windows": "random"}, "valid: spans, episodes"),
     ({"iterations": 0}, "iterations=0 must be >= 1"),
+    ({"select_every": -1}, "select_every=-1 must be >= 0"),
+    ({"select_episodes": 0}, "select_episodes=0 must be >= 1"),
 ])
 def test_bad_settings_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -360,17 +414,19 @@ def test_iterative_training_rounds_collect_with_the_controller_retrain_m_and_sea
     assert type(m.make_policy(explore=True)) is CollectPolicy  # the random data policy
     m.on_stage_start(stages[3])
     first = m.search
+    m.initial_count.fill_(1)
     for _ in range(3):  # the first round's search moves away from zero
-        first.ask()
-        first.tell(np.arange(m.cfg.population, dtype=np.float64))
-    assert np.abs(first.mean).max() > 0
+        m.ask()
+        m.tell(torch.arange(m.cfg.population, dtype=torch.float32))
+    assert np.abs(first.mean).max() > 0 and m.controller.abs().max() > 0
     m.on_stage_start(stages[4])
     assert type(m.make_policy(explore=True)) is ControllerPolicy  # later rounds: the controller
     m.on_stage_start(stages[5])
     assert m.phase == "mdn"
     m.on_stage_start(stages[6])
     assert m.search is not first  # a new search in the retrained M ...
-    np.testing.assert_array_equal(m.search.mean, first.mean)  # ... from the last controller
+    np.testing.assert_array_equal(m.search.mean, m.controller.double().numpy())  # ... from C
+    assert m.controller_score == float("-inf")  # (C's score was in the old M)
     assert m.search.sigma == m.cfg.sigma
     cold = method(iterations=3, iteration_steps=500, iteration_rnn_updates=7,
                   iteration_warm_start=False)

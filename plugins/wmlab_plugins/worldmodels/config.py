@@ -131,6 +131,22 @@ class WorldModelsConfig:
     generations: int = 300
     """CMA-ES generations in the controller stage [wmlab: the authors ran CarRacing for
     about 1,800 generations and Doom's dream for about 1,000 (paper figures)]."""
+    select_every: int = 25
+    """In the dream (``train_in=dream``): every ``select_every`` generations, and at the
+    search's last one, the search's mean is scored on ``select_episodes`` dream rollouts
+    (the same fixed random draws each time, so two scores compare the controllers and not
+    the draws), and C, the controller that acts, evaluates and starts the next round's search,
+    is the mean with the best such score in this round's search; until the first score it
+    is the previous round's C (zeros in the first round). 0: C is the latest mean after
+    every generation [code: ``train.py`` scores ``es.current_param()`` every ``eval_steps=25``
+    generations with ``evaluate_batch`` and keeps the best as ``best.json``, the file the
+    authors test]. In the real env (``train_in=env``) C is always the latest mean, which
+    the core's evaluations (``eval.every``) score on real episodes [wmlab; the authors'
+    rule there too would cost 1,024 real episodes every 25 generations]."""
+    select_episodes: int = 1024
+    """Dream rollouts that score the mean at each ``select_every`` [code: ``evaluate_batch``
+    runs the population (64) x ``num_episode`` (16) = 1,024 rollouts, on seeds 0-63 every
+    time]."""
     sigma: float = 0.1
     """Initial step size of CMA-ES, the controller's parameters starting at 0 [code:
     ``sigma_init=0.1``]."""

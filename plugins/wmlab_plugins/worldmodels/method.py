@@ -26,6 +26,8 @@ COLLECT, VAE_STAGE, MDN, CONTROLLER = "collect", "vae", "mdn", "controller"
 INITIAL_FRAMES = 1000
 #: the parts of M's state ``(h, c)`` C reads after z, by ``controller_input``
 STATE_PARTS = {"z": (), "zh": ("h",), "zch": ("c", "h")}
+#: the seed of the dream rollouts that score the search's mean (``select_every``)
+SELECT_SEED = 0
 
 
 class WorldModels(Method):
@@ -44,7 +46,10 @@ class WorldModels(Method):
        dream at ``temperature`` (``train_in=dream``, return = steps before the done head
        fires: Doom's survival time).
 
-    Evaluations act with the mean of the search distribution. At every evaluation after the
+    C, the controller that acts (evaluations, later rounds' collection), is the search's
+    mean: in the real env its latest one, in the dream the one that scored best on
+    ``select_episodes`` dream rollouts, scored every ``select_every`` generations (the
+    authors' ``best.json``). At every evaluation after the
     VAE stage two videos are logged: ``vae`` (frames beside V's reconstructions) and
     ``dream`` (a rollout of M from a real first frame, decoded by V, under the current
     controller). Departures from the paper: see ``config.py``."""
@@ -58,7 +63,7 @@ class WorldModels(Method):
                              "rnn_hidden": 8, "mixtures": 2, "rnn_batch": 4, "rnn_sequence": 8,
                              "rnn_updates": 5, "population": 4, "episodes": 1, "generations": 2,
                              "collect_steps": 400, "dream_steps": 20, "video_steps": 5,
-                             "done_head": True},
+                             "done_head": True, "select_episodes": 8},
                   "run": {"steps": 400}, "eval": {"episodes": 1}},
         # the CarRacing experiment [paper]; 2M frames of random data instead of the paper's
         # 10M (10,000 rollouts), which would take 123 GB in the in-memory replay (2M: 25 GB)
@@ -77,7 +82,8 @@ class WorldModels(Method):
         # Doom in the dream on one CPU core (about 25 minutes): narrow V and M, 40k frames of
         # random data, a short search, and five more rounds of the paper's iterative training
         # (10k frames with the controller, 1k M updates, the search going on from the last
-        # controller each); V at lr 1e-3 (the authors' 1e-4 draws no fireball in 3k
+        # controller each; C the best of the search's means scored every 5 generations on 512
+        # dreams); V at lr 1e-3 (the authors' 1e-4 draws no fireball in 3k
         # updates); M at 128 units (at 64 the controllers stayed near random play; figures in
         # benchmarks/worldmodels_dream_check.py)
         "cpu": {"method": {"z_dim": 16, "vae_depth": 16, "vae_batch": 32, "vae_updates": 3000,
@@ -85,6 +91,7 @@ class WorldModels(Method):
                            "rnn_updates": 3000, "done_head": True, "temperature": 1.15,
                            "train_in": "dream", "collect_policy": "held_random",
                            "population": 16, "episodes": 8, "generations": 20,
+                           "select_every": 5, "select_episodes": 512,
                            "dream_steps": 1000, "collect_steps": 40_000, "iterations": 6,
                            "iteration_steps": 10_000, "iteration_rnn_updates": 1000},
                 "eval": {"every": 0, "episodes": 16, "video": False}},
@@ -118,6 +125,8 @@ class WorldModels(Method):
         self.search = CMAES(n_params, population=cfg.population, sigma=cfg.sigma)
         #: the round (``iterations``) whose controller search ``search`` holds; 0: none begun
         self.search_round = 0
+        #: the dream score of C in this round's search (``select_every``); -inf: none yet
+        self.controller_score = float("-inf")
         self.candidates: torch.Tensor | None = None
         self.automatic_optimization = False
         self.phase, self.round = COLLECT, 1
@@ -139,9 +148,13 @@ class WorldModels(Method):
                               f"grayscale false); {specs.name} gives {specs.obs_kind} "
                               f"{tuple(specs.obs_shape)}")
         for name in ("z_dim", "vae_depth", "vae_batch", "rnn_hidden", "mixtures", "rnn_batch",
-                     "episodes", "generations", "dream_steps", "collect_steps", "iterations"):
+                     "episodes", "generations", "dream_steps", "collect_steps", "iterations",
+                     "select_episodes"):
             if int(getattr(cfg, name)) < 1:
                 raise ConfigError(f"method.{name}={getattr(cfg, name)} must be >= 1")
+        if cfg.select_every < 0:
+            raise ConfigError(f"method.select_every={cfg.select_every} must be >= 0 (0: C is "
+                              f"the search's latest mean)")
         if cfg.rnn_sequence < 2:
             raise ConfigError(f"method.rnn_sequence={cfg.rnn_sequence}: M needs windows of at "
                               f"least 2 frames")
@@ -208,10 +221,11 @@ class WorldModels(Method):
             # a later round starts a new search in the retrained M (a resumed one goes on), from
             # the last round's controller unless ``iteration_warm_start`` is off
             if self.search_round > 0:
-                start = self.search.mean if self.cfg.iteration_warm_start else None
+                start = self.controller.double().cpu().numpy() if self.cfg.iteration_warm_start else None
                 self.search = CMAES(self.controller.numel(), population=self.cfg.population,
                                     sigma=self.cfg.sigma, x0=start)
             self.search_round = self.round
+            self.controller_score = float("-inf")  # (scored in the old M)
         if self.phase == CONTROLLER and self.cfg.train_in == "dream" and int(self.rnn_trained) == 0:
             raise ConfigError("method.train_in=dream needs a trained M, but this run's M has had "
                               "no update (its mdn stage did not run); train it first, e.g. run "
@@ -321,9 +335,32 @@ class WorldModels(Method):
         return [ControllerPolicy(self, p) for p in self.candidates]
 
     def tell(self, fitness: torch.Tensor):
+        """Tell the search; C becomes its new mean, or in the dream with ``select_every``,
+        the mean when it outscores C (checked every ``select_every`` generations and at the
+        last one)."""
         self.search.tell(fitness.detach().cpu().numpy())
-        self.controller.copy_(torch.as_tensor(self.search.mean, dtype=torch.float32))
-        return {"sigma": self.search.sigma}
+        mean = torch.as_tensor(self.search.mean, dtype=torch.float32)
+        metrics = {"sigma": self.search.sigma}
+        every, generation = self.cfg.select_every, self.search.es.countiter
+        if every == 0 or self.cfg.train_in != "dream":
+            self.controller.copy_(mean)
+        elif generation % every == 0 or generation >= self.cfg.generations:
+            score = self.selection_score(mean)
+            if score > self.controller_score:
+                self.controller_score = score
+                self.controller.copy_(mean)
+            metrics |= {"mean_score": score, "controller_score": self.controller_score}
+        return metrics
+
+    def selection_score(self, params: torch.Tensor) -> float:
+        """Mean survival of controller ``params [P]`` over ``select_episodes`` dream rollouts,
+        drawn from the same fixed random numbers at every call (the global generator is left
+        as it was)."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(SELECT_SEED)
+            returns = self.dream_returns(params.expand(self.cfg.select_episodes, -1))
+        return float(returns.mean())
 
     def features(self, z: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """What C reads (``controller_input``): ``[z]``, ``[z, h]`` or ``[z, c, h]``, M's LSTM
@@ -402,11 +439,13 @@ class WorldModels(Method):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cma"] = self.search.state()
         checkpoint["cma_round"] = self.search_round
+        checkpoint["controller_score"] = self.controller_score
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "cma" in checkpoint:
             self.search.load_state(checkpoint["cma"])
         self.search_round = int(checkpoint.get("cma_round", 0))
+        self.controller_score = float(checkpoint.get("controller_score", float("-inf")))
 
     # --- videos --------------------------------------------------------------------------
     def eval_videos(self, batch: TensorDictBase) -> dict[str, np.ndarray]:
