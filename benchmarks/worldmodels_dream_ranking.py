@@ -11,7 +11,8 @@ is trained (any stage after ``mdn``) and scores the same fixed policies in both 
 then prints both side by side with Spearman's rank correlation across the policies. The
 policies: a new uniformly random choice every frame, a random choice held for 1-10 frames
 (the data policy of the Doom preset), standing still, always left, always right, swaying
-(left and right in turn, 15 frames each), and the checkpoint's controller (the CMA-ES mean).
+(left and right in turn, 15 frames each), and the checkpoint's controller C (the search's
+mean; in the dream with ``select_every``, the best-scoring one).
 
     python benchmarks/worldmodels_dream_ranking.py --checkpoint RUN_ID_OR_FOLDER
     python benchmarks/worldmodels_dream_ranking.py --checkpoint ... method.temperature=1.3
