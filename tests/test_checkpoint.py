@@ -182,3 +182,27 @@ def test_format_2_checkpoint_still_loads(tmp_path):
     with pytest.raises(CheckpointError, match="replay/rows/observation.memmap holds 10 bytes"):
         checkpoint.load_replay(ckpt, Replay(40, "cpu", envs=2), 2)
     assert obs.stat().st_size == 10
+
+
+def test_a_run_folder_read_while_the_run_replaces_its_checkpoint_gives_the_new_one(tmp_path, monkeypatch):
+    """`wmlab eval --checkpoint RUN_FOLDER` beside a live run: the run may write its next
+    checkpoint and remove the one being read; the reader then reads the new latest one."""
+    run = tmp_path / "run"
+    checkpoint.save(run, "step-12", state(), filled_replay())
+    original, calls = checkpoint.read_manifest, []
+
+    def run_moves_on(ckpt):
+        calls.append(ckpt.name)
+        if len(calls) == 1:  # the run saves step-24 (removing step-12) mid-read
+            checkpoint.save(run, "step-24", state() | {"progress": {"env_steps": 24}}, filled_replay())
+        return original(ckpt)
+
+    monkeypatch.setattr(checkpoint, "read_manifest", run_moves_on)
+    ckpt, loaded = checkpoint.load(run)
+    assert calls == ["step-12", "step-24"] and not (run / "step-12").exists()
+    assert ckpt.name == "step-24" and loaded["progress"] == {"env_steps": 24}
+    # a damaged latest checkpoint is still named, not read around
+    monkeypatch.setattr(checkpoint, "read_manifest", original)
+    (run / "step-24" / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="step-24 is damaged: its manifest.json is missing"):
+        checkpoint.load(run)

@@ -253,8 +253,26 @@ def _unpickle(data: bytes, file: Path, map_location) -> Any:
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
     """Read a checkpoint's state safely (see the module docstring); an unreadable, damaged,
-    crafted or foreign checkpoint is a :class:`CheckpointError` naming the file."""
-    ckpt = resolve(path)
+    crafted or foreign checkpoint is a :class:`CheckpointError` naming the file.
+
+    ``path`` may be a run's folder that a live run goes on writing: its latest checkpoint is
+    read, and if the run replaces it (and removes the old one) while it is being read, the
+    new latest one is read instead."""
+    for _ in range(MOVED_ON_RETRIES):
+        ckpt = resolve(path)
+        try:
+            return _load(ckpt, map_location)
+        except CheckpointError:
+            if ckpt == Path(path) or _read_latest(Path(path)) in (None, ckpt.name):
+                raise  # (a folder named by the user, or the run's latest itself is bad)
+    return _load(resolve(path), map_location)
+
+
+#: how often :func:`load` follows a run's ``latest`` to a newer checkpoint
+MOVED_ON_RETRIES = 5
+
+
+def _load(ckpt: Path, map_location: str | torch.device) -> tuple[Path, dict[str, Any]]:
     manifest = read_manifest(ckpt)
     file = ckpt / STATE
     try:
