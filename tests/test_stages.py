@@ -358,6 +358,24 @@ def test_spans_run_across_episodes_of_one_env_uniformly():
         Spans(50).sample(replay, 1)
 
 
+@pytest.mark.parametrize("sampler", [Windows(1), Windows(4), Windows(4, prioritize_ends=True),
+                                     Spans(6)], ids=repr)
+def test_positions_are_the_rows_a_sampler_gathers(sampler):
+    """``positions`` (API 1.6) draws as ``sample`` does, and names the rows it gathers."""
+    replay = Replay(60, "cpu", envs=2)
+    fill(replay, [12, 12, 12], env=0)  # the oldest 6 overwritten
+    fill(replay, [5, 5, 9], env=1)
+    torch.manual_seed(3)
+    batch = sampler.sample(replay, 50)
+    torch.manual_seed(3)
+    env, pos = sampler.positions(replay, 50)
+    assert env.shape == (50, 1) and pos.shape == (50, sampler.length)
+    rows = replay.gather(env, pos)
+    assert torch.equal(rows.get(EPISODE).reshape(batch.batch_size), batch.get(EPISODE))
+    assert torch.equal(rows.get(keys.OBSERVATION).reshape(batch.get(keys.OBSERVATION).shape),
+                       batch.get(keys.OBSERVATION))
+
+
 def test_goal_relabelling_uses_later_achieved_goals_of_the_same_episode():
     torch.manual_seed(0)
     replay = Replay(1000, "cpu")

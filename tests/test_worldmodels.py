@@ -17,6 +17,7 @@ from wmlab.errors import ConfigError
 from wmlab.replay import Replay
 from wmlab.samplers import Windows
 from wmlab_plugins.worldmodels import WorldModels
+from wmlab_plugins.worldmodels.latents import LATENT_STATS
 from wmlab_plugins.worldmodels.networks import (Mixture, controller_act, mdn_loss,
                                                 mixture_log_prob, sample_mixture, vae_loss)
 from wmlab_plugins.worldmodels.search import CMAES
@@ -134,7 +135,7 @@ def test_m_sees_each_death_about_as_often_as_any_other_step():
     windows of 8 show it 7 times less often."""
     torch.manual_seed(0)
     m = method()
-    sampler = next(s for s in m.stages() if s.name == "mdn").data.sampler
+    sampler = next(s for s in m.stages() if s.name == "mdn").data.sampler.inner  # (the windows)
     death, middle = label_shares(sampler)
     assert 0.8 < death / middle < 1.6, (death, middle)
     death, middle = label_shares(Windows(m.cfg.rnn_sequence))
@@ -461,17 +462,75 @@ def test_bad_input_on_the_command_line_is_one_line(capsys):
     assert len(err) == 1 and "method.population=1" in err[0], err
 
 
-def test_latent_cache_gives_what_v_gives():
+def frame_replay(episodes: int, steps: int, capacity: int) -> Replay:
+    """A replay of random 64x64 frames, ``episodes`` episodes of ``steps`` rows each."""
+    replay = Replay(capacity, "cpu")
+    for _ in range(episodes):
+        for t in range(steps):
+            replay.write(TensorDict({
+                keys.OBSERVATION: torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8),
+                keys.ACTION: torch.zeros(3), keys.IS_INIT: torch.tensor([t == 0]),
+                keys.REWARD: torch.zeros(1), keys.DONE: torch.tensor([t == steps - 1]),
+                keys.TERMINATED: torch.tensor([t == steps - 1]), keys.TRUNCATED: torch.tensor([False])},
+                batch_size=[]).unsqueeze(0), torch.tensor([0]))
+    return replay
+
+
+def test_m_batches_carry_what_v_gives_each_frame_encoded_once():
+    """With ``cache_latents`` M's batches hold V's mean and log-variance of their rows' frames
+    (no frames), the same windows the plain sampler draws, each stored frame encoded once
+    while it stays in the replay and again after V changes or a new row takes its slot."""
+    torch.manual_seed(0)
     m = method()
-    frames = torch.randint(0, 256, (2, 5, 3, 64, 64), dtype=torch.uint8)
-    frames[1, 3] = frames[0, 0]  # a repeated frame is encoded once
+    stage = next(s for s in m.stages() if s.name == "mdn")
+    sampler, windows = stage.data.sampler, m.rnn_windows()
+    replay = frame_replay(episodes=3, steps=10, capacity=30)
+    torch.manual_seed(1)
+    batch = sampler.sample(replay, 6)
+    torch.manual_seed(1)
+    plain = windows.sample(replay, 6)
+    assert keys.OBSERVATION not in batch.keys() and batch.batch_size == plain.batch_size
+    assert torch.equal(batch.get(keys.IS_INIT), plain.get(keys.IS_INIT))
+    assert torch.equal(batch.get(keys.TERMINATED), plain.get(keys.TERMINATED))
     with torch.no_grad():
-        mean, logvar = m.vae.encode(frames)
-    cached_mean, cached_logvar = m.cached_stats(frames)
-    assert torch.allclose(cached_mean, mean, atol=1e-5) and torch.allclose(cached_logvar, logvar, atol=1e-5)
-    assert len(m._latent_cache) == 9
+        mean, logvar = m.vae.encode(plain.get(keys.OBSERVATION))
+    stats = batch.get(LATENT_STATS)
+    torch.testing.assert_close(stats[..., 0, :], mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stats[..., 1, :], logvar, atol=1e-5, rtol=1e-5)
+    assert 0 < m.latent_store.encoded <= 6 * m.cfg.rnn_sequence
+    def lookup_all():
+        every = replay.slots(torch.tensor(0), torch.arange(30))  # oldest to newest
+        with torch.no_grad():
+            expected = torch.stack(m.vae.encode(replay[torch.arange(30)].get(keys.OBSERVATION)), 1)
+        torch.testing.assert_close(m.latent_store.lookup(replay, every), expected, atol=1e-5, rtol=1e-5)
+
+    lookup_all()
+    assert m.latent_store.encoded == 30  # each row once, whatever the batches drew before
+    sampler.sample(replay, 6)
+    assert m.latent_store.encoded == 30
     m.on_stage_start(Stage("mdn"))  # a new stage: V may have changed
-    assert not m._latent_cache
+    assert m.latent_store.encoded == 0
+    lookup_all()
+    assert m.latent_store.encoded == 30
+    # a later collection overwrites the oldest 10 slots: those rows are encoded anew
+    new = frame_replay(episodes=1, steps=10, capacity=10)
+    for t in range(10):
+        replay.write(new[t].unsqueeze(0), torch.tensor([0]))
+    lookup_all()
+    assert m.latent_store.encoded == 40
+
+
+def test_m_trains_on_frames_without_the_store():
+    m = method(cache_latents=False)
+    stage = next(s for s in m.stages() if s.name == "mdn")
+    assert stage.data.sampler == m.rnn_windows()
+    batch = stage.data.sampler.sample(frame_replay(episodes=2, steps=10, capacity=20), 3)
+    opt = torch.optim.Adam(m.rnn.parameters())
+    m.manual_backward = lambda loss: loss.backward()
+    m.log_dict = lambda *a, **k: None
+    before = [p.clone() for p in m.rnn.parameters()]
+    m.fit_rnn(batch, opt)
+    assert any(not torch.equal(a, b) for a, b in zip(before, m.rnn.parameters()))
 
 
 def test_a_run_logs_its_stages_videos_and_search(capsys):

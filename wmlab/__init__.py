@@ -4,7 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 #: Major.minor version of the plugin contract (:mod:`wmlab.api`). A plugin declares the
 #: version it was built for in ``api_version``; the registry refuses another major version.
-API_VERSION = "1.5"
+API_VERSION = "1.6"
 
 try:
     __version__ = version("wmlab")

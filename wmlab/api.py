@@ -21,7 +21,9 @@ API 1.2 calls :meth:`Method.eval_videos` for on-policy methods too (with the lat
 rollout); API 1.3 adds :meth:`Method.compiled_modules` (``run.compile``); API 1.4 runs
 :meth:`Policy.act` under autocast with a mixed ``run.precision`` (:attr:`Policy.autocast`);
 API 1.5 adds the :class:`~wmlab.samplers.Spans` sampler (runs of rows across episode
-boundaries). Plugins written for 1.0 to 1.4 work unchanged.
+boundaries); API 1.6 adds ``positions()`` to the ``Windows`` and ``Spans`` samplers (the
+rows they would gather, for a sampler that gathers part of a row itself). Plugins written
+for 1.0 to 1.5 work unchanged.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ reproducible and resumes continue the same stream). Every sampler here but
   boundaries (episodes back to back, as World Models' authors batch their sequences); a
   row's ``is_init`` says where a new episode starts (API 1.5).
 
+``Windows`` and ``Spans`` also tell which rows they would gather (``positions``, API 1.6), so
+a sampler of a plugin can draw the same windows and gather part of each row itself.
+
 A sampler declares the observation entries it needs (:attr:`Sampler.needs`); the core
 checks them against the env's before the run starts.
 """
@@ -62,13 +65,17 @@ class Windows(Sampler):
     collected keep uniform starts."""
 
     def sample(self, replay: Replay, batch_size: int) -> TensorDictBase:
+        env, pos = self.positions(replay, batch_size)
+        if self.length == 1:
+            return replay.gather(env[:, 0], pos[:, 0])
+        return replay.gather(env, pos)
+
+    def positions(self, replay: Replay, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """What :meth:`sample` gathers: rings ``[B, 1]`` and logical positions ``[B, L]``."""
         env, pos = replay.sample_starts(batch_size, self.length, finished_only=self.finished_only)
         if self.prioritize_ends:
             pos = self.towards_ends(replay, env, pos)
-        if self.length == 1:
-            return replay.gather(env, pos)
-        return replay.gather(env.unsqueeze(1), pos.unsqueeze(1) + torch.arange(self.length))
-
+        return env.unsqueeze(1), pos.unsqueeze(1) + torch.arange(self.length)
 
     def towards_ends(self, replay: Replay, env: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Starts redrawn inside their finished episodes with the extra weight on the last."""
@@ -92,12 +99,16 @@ class Spans(Sampler):
     length: int = 2
 
     def sample(self, replay: Replay, batch_size: int) -> TensorDictBase:
+        return replay.gather(*self.positions(replay, batch_size))
+
+    def positions(self, replay: Replay, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """What :meth:`sample` gathers: rings ``[B, 1]`` and logical positions ``[B, L]``."""
         counts = torch.clamp(replay.lengths - self.length + 1, min=0)
         if int(counts.sum()) == 0:
             raise RuntimeError(f"the replay holds no run of {self.length} rows yet ({len(replay)} rows)")
         env = torch.multinomial(counts.float(), batch_size, replacement=True)
         pos = (torch.rand(batch_size) * counts[env]).long()
-        return replay.gather(env.unsqueeze(1), pos.unsqueeze(1) + torch.arange(self.length))
+        return env.unsqueeze(1), pos.unsqueeze(1) + torch.arange(self.length)
 
 
 @dataclass(frozen=True)

@@ -88,10 +88,11 @@ class WorldModelsConfig:
     """Updates of M in its stage (``mdn``) [wmlab: the authors ran 4,000 (CarRacing) and
     ~16,000 (Doom) steps of their own batches; wmlab's budget]."""
     cache_latents: bool = True
-    """During M's stage and after (V is frozen then), keep V's mean and log-variance of every
-    distinct frame seen, so each stored frame is encoded once rather than in every batch (z
-    is still sampled afresh each batch). It copies each batch's frames to the host to key
-    them: turn it off on a GPU, where encoding the batch is cheap [wmlab]."""
+    """During M's stages (V is frozen then), keep V's mean and log-variance of every stored
+    frame by its replay slot, encoded the first time a batch draws it; M's batches then carry
+    these instead of frames (z is still sampled afresh each batch), as the authors' code
+    encodes its episodes once (``series.py``) before training M. Off: every batch's frames are
+    gathered and encoded again (``Z x 2`` floats per stored row on V's device less) [code]."""
     done_head: bool = False
     """Give M a head that predicts the end of the episode from its state (Doom: the agent
     dies), trained with cross-entropy, the ending step weighted ``done_weight``; in the dream

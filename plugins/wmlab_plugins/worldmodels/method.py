@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,6 +12,7 @@ from wmlab.api import DataSpec, EnvSpecs, Method, Policy, Search, Stage
 from wmlab.errors import ConfigError, check_choices
 from wmlab.samplers import Sampler, Spans, Windows
 
+from .latents import LATENT_STATS, LatentStore, WithLatents
 from .config import (COLLECT_POLICIES, CONTROLLER_INPUTS, DISCRETE_OUTPUTS, DREAM_DONE, RNN_WINDOWS,
                      TRAIN_IN, WorldModelsConfig)
 from .networks import (MDNRNN, VAE, controller_act, controller_shapes, mdn_loss,
@@ -130,8 +129,9 @@ class WorldModels(Method):
         self.candidates: torch.Tensor | None = None
         self.automatic_optimization = False
         self.phase, self.round = COLLECT, 1
-        #: V's mean and log-variance by frame digest (``cache_latents``), not checkpointed
-        self._latent_cache: dict[bytes, torch.Tensor] = {}
+        #: V's mean and log-variance of stored frames by replay slot (``cache_latents``), not
+        #: checkpointed
+        self.latent_store = LatentStore(self.encode_frames)
 
     @staticmethod
     def _check(cfg, specs: EnvSpecs) -> None:
@@ -182,8 +182,9 @@ class WorldModels(Method):
         ``collect<i>`` (``iteration_steps`` with the controller), ``mdn<i>``
         (``iteration_rnn_updates`` on everything stored) and ``controller<i>`` (a new search)."""
         c = self.cfg
-        mdn_data = DataSpec(batch_size=c.rnn_batch, sequence_length=c.rnn_sequence,
-                            prefill_steps=0, sampler=self.rnn_windows())
+        windows = self.rnn_windows()
+        mdn_data = DataSpec(batch_size=c.rnn_batch, sequence_length=c.rnn_sequence, prefill_steps=0,
+                            sampler=WithLatents(windows, self.latent_store) if c.cache_latents else windows)
         search = Search(generations=c.generations, episodes=c.episodes, in_env=c.train_in == "env")
         stages = [
             Stage(COLLECT, env_steps=c.collect_steps, collect="policy", train=False,
@@ -216,7 +217,7 @@ class WorldModels(Method):
     def on_stage_start(self, stage: Stage) -> None:
         self.phase = stage.name.rstrip("0123456789")  # (a later round's stage: its kind)
         self.round = int(stage.name[len(self.phase):] or 1)
-        self._latent_cache.clear()  # (V may have changed)
+        self.latent_store.clear()  # (V may have changed)
         if self.phase == CONTROLLER and self.search_round != self.round:
             # a later round starts a new search in the retrained M (a resumed one goes on), from
             # the last round's controller unless ``iteration_warm_start`` is off
@@ -253,7 +254,7 @@ class WorldModels(Method):
         """One V update on frames ``[B]``."""
         obs = batch.get(keys.OBSERVATION)  # [B, 3, 64, 64] uint8
         mean, logvar = self.vae.encode(obs)
-        z = mean + (0.5 * logvar).exp() * torch.randn_like(mean)
+        z = sample_latent(mean, logvar)
         terms = vae_loss(obs.float() / 255.0, self.vae.decode(z), mean, logvar, self.cfg.kl_tolerance)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms["loss"])
@@ -262,34 +263,16 @@ class WorldModels(Method):
                        for k, v in terms.items()}, on_step=True, on_epoch=False,
                       batch_size=obs.shape[0])
 
-    def latents(self, obs: torch.Tensor, *, cache: bool = False) -> tuple[torch.Tensor, ...]:
+    def latents(self, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """z sampled from the frozen V's mean and std of frames ``[..., 3, 64, 64]``, and the
-        mean and log-variance themselves (from the frame cache with ``cache`` and
-        ``cache_latents``)."""
+        mean and log-variance themselves."""
         with torch.no_grad():
-            if cache and self.cfg.cache_latents:
-                mean, logvar = self.cached_stats(obs)
-            else:
-                mean, logvar = self.vae.encode(obs)
-        return mean + (0.5 * logvar).exp() * torch.randn_like(mean), mean, logvar
+            mean, logvar = self.vae.encode(obs)
+        return sample_latent(mean, logvar), mean, logvar
 
-    def cached_stats(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """V's mean and log-variance ``[..., Z]`` of frames ``[..., 3, 64, 64]``, each distinct
-        frame encoded once (keyed by a digest of its bytes; V is a function of the frame)."""
-        flat = obs.reshape(-1, *obs.shape[-3:])
-        host = flat.cpu().numpy()
-        digests = [hashlib.blake2b(f.tobytes(), digest_size=16).digest() for f in host]
-        missing = list(dict.fromkeys(d for d in digests if d not in self._latent_cache))
-        if missing:
-            where = {d: i for i, d in enumerate(digests)}
-            idx = torch.tensor([where[d] for d in missing])
-            for part in idx.split(256):
-                mean, logvar = self.vae.encode(flat[part.to(flat.device)])
-                for j, i in enumerate(part.tolist()):
-                    self._latent_cache[digests[i]] = torch.stack([mean[j], logvar[j]])
-        stats = torch.stack([self._latent_cache[d] for d in digests])  # [N, 2, Z]
-        stats = stats.reshape(*obs.shape[:-3], 2, -1)
-        return stats[..., 0, :], stats[..., 1, :]
+    def encode_frames(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """V's mean and log-variance of frames (on any device), on V's device."""
+        return self.vae.encode(frames.to(self.vae.mean.weight.device))
 
     def fit_rnn(self, batch: TensorDictBase, opt) -> None:
         """One M update on windows ``[B, L]``: row t's z and action predict row t + 1's z
@@ -297,7 +280,12 @@ class WorldModels(Method):
         where a new episode starts (``is_init``, inside ``spans``), and no transition into
         such a row is learnt (the previous row is an episode's final row)."""
         c = self.cfg
-        z, mean, logvar = self.latents(batch.get(keys.OBSERVATION), cache=True)  # [B, L, Z]
+        if LATENT_STATS in batch.keys():  # (``cache_latents``: V's outputs, not frames)
+            stats = batch.get(LATENT_STATS)  # [B, L, 2, Z]
+            mean, logvar = stats[..., 0, :], stats[..., 1, :]
+            z = sample_latent(mean, logvar)
+        else:
+            z, mean, logvar = self.latents(batch.get(keys.OBSERVATION))  # [B, L, Z]
         is_init = batch.get(keys.IS_INIT).reshape(z.shape[:2]).bool()
         self.remember_starts(is_init, mean, logvar)
         action = batch.get(keys.ACTION).float()  # [B, L, A]
@@ -474,6 +462,11 @@ class WorldModels(Method):
                 break
             z = sample_mixture(mix, self.cfg.temperature)
         return torch.stack(out)
+
+
+def sample_latent(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """z ~ N(mean, exp(logvar)), drawn afresh each call."""
+    return mean + (0.5 * logvar).exp() * torch.randn_like(mean)
 
 
 def _uint8(frames: torch.Tensor) -> np.ndarray:
