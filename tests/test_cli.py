@@ -1,5 +1,6 @@
 """The real entry point end to end: a smoke run per method, resume, eval, bad input."""
 
+import importlib.util
 import math
 import re
 import subprocess
@@ -130,12 +131,62 @@ def test_eval_command(capsys, tmp_path):
     (["fit", "--method", "tdmpc", "--env", ENV, "run.precision=fp7"], "run.precision='fp7' is not valid; valid: 32-true"),
     (["fit", "--method", "tdmpc", "--env", ENV, "run.accelerator=abacus"], "accelerator"),
     (["eval", "--checkpoint", "does-not-exist"], "neither a checkpoint folder"),
+    # settings a method cannot run, before its run starts
+    (["fit", "--method", "tdmpc", "--env", ENV, "--preset", "debug", "method.horizon=-1"],
+     "method.horizon=-1 must be >= 1"),
+    (["fit", "--method", "tdmpc", "--env", ENV, "--preset", "debug", "method.num_elites=100"],
+     "method.num_elites=100 must be <= method.num_samples=32"),
+    (["fit", "--method", "planet", "--env", ENV, "--preset", "debug", "method.elites=100"],
+     "method.elites=100 must be <= method.candidates=32"),
+    (["fit", "--method", "dreamer", "--env", ENV, "--preset", "debug", "method.batch_size=0"],
+     "method.batch_size=0 must be >= 1"),
+    (["fit", "--method", "dreamer", "--env", ENV, "--preset", "debug", "env.image_size=32"],
+     "read 64x64 images, not 32x32: set env.image_size=64"),
+    (["fit", "--method", "tdmpc", "--env", ENV, "--preset", "debug", "env.obs=pixels", "env.image_size=16"],
+     "needs images of at least 39x39 pixels, not 16x16"),
+    (["fit", "--method", "tdmpc", "--env", ENV, "replay.device=nosuch"],
+     "replay.device='nosuch' is not a device; valid: auto (the training device), cpu"),
+    (["fit", "--method", "worldmodels", "--env", ENV], "worldmodels learns from pixels, not env.obs=state"),
+    # --resume takes neither presets nor sweep options
+    (["fit", "--resume", "some-run", "--preset", "debug"], "drop --preset"),
+    (["fit", "--resume", "some-run", "--jobs", "2"], "drop --seeds/--sweep/--jobs"),
+    # a video that cannot be written fails before the episodes, not after
+    (["eval", "--checkpoint", "does-not-exist", "--video", "."], "--video . is a folder; give a file"),
 ])
 def test_bad_input_is_one_clear_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch_xla") is not None, reason="torch_xla is installed")
+def test_an_accelerator_without_its_package_is_one_line(capsys):
+    assert main(["fit", "--method", "tdmpc", "--env", ENV, "run.accelerator=tpu"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid Lightning settings in run.*" in err and "Traceback" not in err
+
+
+def test_a_replay_device_this_machine_lacks_is_named():
+    import torch
+
+    from wmlab.errors import ConfigError
+    from wmlab.loop import check_replay_device
+
+    gpus = torch.cuda.device_count()
+    with pytest.raises(ConfigError, match=rf"replay.device='cuda:{gpus}': this machine has {gpus} CUDA devices; "
+                                          r"valid: auto \(the training device\), cpu"):
+        check_replay_device(f"cuda:{gpus}")
+    check_replay_device("cpu")
+
+
+def test_config_rejects_an_unknown_task_without_the_plugin_index(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("WMLAB_CACHE_DIR", str(tmp_path / "fresh-cache"))  # nothing indexed yet
+    assert main(["config", "--method", "tdmpc", "--env", "cheetah-runn"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dmc task 'cheetah-runn'; did you mean: cheetah-run?" in err
+    assert main(["config", "--method", "tdmpc", "--env", "goal:nosuch"]) == 2
+    assert "unknown goal task 'nosuch'; valid: cheetah-velocity, point-maze, pusher, reacher" in capsys.readouterr().err
 
 
 def test_corrupt_checkpoint(tmp_path, capsys):

@@ -111,10 +111,13 @@ def test_selection_by_method_env_tag_and_given_normalisation(store, tmp_path, ca
 
 @pytest.mark.parametrize("argv, message", [
     (["--method", "nosuch"], "no finished training run matches methods nosuch"),
+    (["--method", "nosuch"], "there: methods bad, good; envs cartpole-swingup, walker-walk"),
     (["--sweep", "nosuch"], "no finished training run matches sweep nosuch"),
+    (["--sweep", "nosuch"], "; sweeps s1"),
     (["--experiment", "nosuch"], "no MLflow experiment 'nosuch'"),
     (["--normalize", "whatever"], "--normalize takes minmax, none or a YAML file"),
     (["--tag", "novalue"], "--tag takes KEY=VALUE"),
+    (["--seed", "-1"], "--seed must be >= 0 (a numpy seed), got -1"),
 ])
 def test_bad_compare_input_is_one_line(store, argv, message, capsys, tmp_path):
     assert main(["compare", *argv, "--out", str(tmp_path / "x")]) == 2
@@ -134,7 +137,9 @@ def test_runs_without_an_eval_metric_are_one_line(tmp_path, capsys):
 
 def test_an_empty_store_is_one_line(capsys, tmp_path):
     assert main(["compare", "--out", str(tmp_path / "x")]) == 2
-    assert "no finished training run matches every run of the store" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no finished training run matches every run of the store" in err
+    assert "it has no finished training run yet" in err
 
 
 def test_bands_and_grid():

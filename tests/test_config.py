@@ -64,6 +64,8 @@ def test_malformed_override(bad):
 def test_unknown_preset_lists_valid():
     with pytest.raises(ConfigError, match="valid presets: debug"):
         compose("toy", Toy, "cheetah-run", presets=["huge"])
+    with pytest.raises(ConfigError, match="valid presets: debug.*; a YAML file of your own goes with --config FILE"):
+        compose("toy", Toy, "cheetah-run", presets=["my/exp.yaml"])
 
 
 def test_method_and_env_in_a_preset_name_stand_for_the_runs():
@@ -90,10 +92,43 @@ def test_frozen_and_validated():
     cfg = compose("toy", Toy, "cheetah-run")
     with pytest.raises(Exception):
         cfg.run.steps = 3
-    with pytest.raises(ConfigError, match="env.obs"):
+    with pytest.raises(ConfigError, match="toy learns from state, not env.obs=pixels; set env.obs=state"):
         compose("toy", Toy, "cheetah-run", overrides=["env.obs=pixels"])  # Toy learns from states only
     with pytest.raises(ConfigError, match="run.steps must be positive"):
         compose("toy", Toy, "cheetah-run", overrides=["run.steps=0"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("run.seed=-5", "run.seed must be between 0 and 2147483647, got -5"),
+    ("run.seed=4294967296", "run.seed must be between 0 and 2147483647"),
+    ("run.threads=-1", "run.threads must be >= 0 (0: torch's default), got -1"),
+    ("eval.every=-1", "eval.every must be >= 0"),
+    ("checkpoint.every=-5", "checkpoint.every must be >= 0"),
+    ("checkpoint.minutes=-0.5", "checkpoint.minutes must be >= 0"),
+    ("tracking.log_every=-1", "tracking.log_every must be >= 0"),
+    ("run.compile=nosuch", "run.compile=nosuch; valid: off, default, reduce-overhead, max-autotune"),
+    ("method.horizon=${run.nosuch}", "bad value for 'method.horizon': Interpolation key 'run.nosuch' not found"),
+    ("method.horizon=${run.name}", "bad value for 'method.horizon'"),
+    ("run=5", "'run' is a section, not a value (from command-line override); set its keys, e.g. "
+              "run.KEY=VALUE; valid keys: run.seed, run.steps"),
+    ("method=3", "'method' is a section, not a value"),
+])
+def test_nonsense_values_are_named_with_what_is_valid(override, message):
+    with pytest.raises(ConfigError) as e:
+        compose("toy", Toy, "cheetah-run", overrides=[override])
+    assert message in str(e.value)
+
+
+def test_a_file_giving_a_section_a_value(tmp_path):
+    f = tmp_path / "exp.yaml"
+    f.write_text("run: 5\n")
+    with pytest.raises(ConfigError, match=r"'run' is a section, not a value \(from .*exp.yaml\)"):
+        compose("toy", Toy, "cheetah-run", files=[f])
+
+
+def test_interpolations_that_resolve_are_kept():
+    cfg = compose("toy", Toy, "cheetah-run", overrides=["method.horizon=${run.seed}"])
+    assert cfg.method.horizon == 1
 
 
 def test_base_config_then_overrides():

@@ -42,3 +42,20 @@ def test_two_ranks_on_cpu_fit_and_resume(tmp_path):
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     assert steps("eval/episode_return") == [100, 200, 300, 400]
     assert steps("collect/episode_return") == [100, 200, 300, 400]
+
+
+@pytest.mark.parametrize("devices, ddp", [(2, True), (1, False)])
+def test_auto_strategy_on_several_devices_is_ddp_that_allows_unused_parameters(devices, ddp):
+    """``run.devices=2`` alone (strategy auto): Lightning chooses DDP, whose plain form
+    refuses TD-MPC's first update (its policy loss leaves the world model out)."""
+    from lightning.pytorch.strategies import DDPStrategy
+    from omegaconf import OmegaConf
+
+    from wmlab.loop import _strategy
+
+    cfg = OmegaConf.create({"run": {"accelerator": "cpu", "devices": devices, "nodes": 1}})
+    strategy = _strategy("auto", cfg)
+    if ddp:
+        assert isinstance(strategy, DDPStrategy) and strategy._ddp_kwargs["find_unused_parameters"] is True
+    else:
+        assert strategy == "auto"

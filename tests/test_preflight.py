@@ -86,6 +86,13 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+def test_a_store_of_an_unknown_scheme_is_one_line(capsys):
+    assert main([*DEBUG, "tracking.uri=nosuch://x"]) == 2
+    err = capsys.readouterr().err
+    assert "the MLflow store nosuch://x (tracking.uri) has an unknown scheme 'nosuch'; valid: " in err
+    assert "sqlite" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_unreachable_tracking_server_fails_at_once(tmp_path, capsys):
     main(["config", "--method", "tdmpc", "--env", "cartpole-swingup"])  # imports done before timing
     capsys.readouterr()

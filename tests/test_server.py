@@ -24,6 +24,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["ui", "--port", "99999"], "--port must be between 1 and 65535, got 99999"),
+    (["server", "--port", "-1"], "--port must be between 1 and 65535, got -1"),
+    (["server", "--port", str(free_port()), "--backend-store-uri", "nosuch://x"],
+     "the MLflow store nosuch://x (--backend-store-uri) has an unknown scheme 'nosuch'; valid: "),
+])
+def test_bad_server_input_is_one_line(argv, message, capsys):
+    from wmlab.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_the_server_command_serves_the_local_store_and_its_artifacts(tmp_path):
     cmd, env = server_command(None, 5123)
     assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path}/mlflow/mlflow.db"

@@ -38,6 +38,9 @@ def cli(folder: Path, *args: str, **kw) -> subprocess.Popen:
     (["--method", "tdmpc", "--env", ENV, "--seeds", "1,x"], "--seeds takes integers"),
     (["--method", "tdmpc,tdmpc", "--env", ENV], "tdmpc given twice"),
     (["--method", "tdmpc", "--env", ENV, "--seeds", "1,2", "--jobs", "0"], "--jobs must be at least 1"),
+    (["--method", "tdmpc", "--env", ENV, "--jobs", "0"], "--jobs must be at least 1, got 0"),
+    (["--method", "tdmpc", "--env", ENV, "--seeds", ""], "--seeds must be a comma-separated list"),
+    (["--method", "tdmpc", "--env", ENV, "--sweep", ""], "--sweep takes a name"),
     (["--method", "tdmpc", "--env", ENV, "--seeds", "1,2", "run.name=x"], "a sweep names its runs"),
     (["--method", "tdmpc", "--env", ENV, "--seeds", "1,2", "run.stepz=3"], "unknown config key 'run.stepz'"),
 ])

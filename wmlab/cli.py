@@ -159,6 +159,15 @@ def cmd_config(args) -> int:
     cls, _ = registry.load_method(args.method)
     cfg = compose(args.method, cls, args.env, presets=args.preset, files=args.config,
                   overrides=args.overrides)
+    family, task = _family(cfg)
+    if getattr(family, "fixed_tasks", False) is True:  # as fit would (the index may not know it yet)
+        from wmlab.envs import split_family, unknown_name_message
+        from wmlab.errors import EnvError
+
+        tasks = sorted(str(t) for t in family.tasks())
+        if task not in tasks:
+            what = f"{split_family(args.env)[0]} task"
+            raise EnvError(unknown_name_message(task, tasks, what=what, listing=30))
     print(to_yaml(cfg), end="")
     return 0
 
@@ -289,8 +298,11 @@ def cmd_fit(args) -> int:
         parent = _sweep_run(args.resume)
         if parent is not None:
             return sweep.resume_sweep(parent, args)
-    if args.resume and (args.seeds or args.sweep):
-        raise ConfigError("--resume continues one run or one sweep; drop --seeds/--sweep")
+    if args.resume and (args.seeds is not None or args.sweep is not None or args.jobs is not None):
+        raise ConfigError("--resume continues one run or one sweep (by its name); drop --seeds/--sweep/--jobs")
+    if args.resume and args.preset:
+        raise ConfigError("--resume continues a run with its saved config, which presets cannot change; "
+                          "drop --preset (--config files and key=value overrides still apply)")
     if not args.resume and sweep.is_sweep(args):
         return sweep.fit_sweep(args)
     resume = None
@@ -436,6 +448,11 @@ def cmd_eval(args) -> int:
         raise ConfigError(f"--episodes must be positive, got {args.episodes}")
     if args.video_size is not None and args.video_size < 1:
         raise ConfigError(f"--video-size must be positive, got {args.video_size}")
+    if args.video and not args.no_video:  # before the episodes are run, not after
+        if Path(args.video).is_dir():
+            raise ConfigError(f"--video {args.video} is a folder; give a file, e.g. "
+                              f"{Path(args.video) / 'eval.mp4'}")
+        preflight.writable_folder(Path(args.video).parent, "the video", "--video")
     ckpt, state = _resume_source(args.checkpoint)
     overrides = [f"eval.episodes={args.episodes}"] if args.episodes else []
     if args.video_size:

@@ -136,6 +136,22 @@ def select_runs(client: "MlflowClient", sel: Selection) -> list:
                                          r.data.tags.get("wmlab.seed", ""), r.info.start_time or 0))
 
 
+def _held(client: "MlflowClient", sel: Selection) -> str:
+    """What the store (or ``sel``'s experiment) holds, for an error about ``sel`` matching
+    nothing: ``; there: methods a, b; envs c; sweeps s``."""
+    from wmlab.tracking.run import SWEEP_TAG
+
+    runs = select_runs(client, Selection(experiment=sel.experiment))
+    if not runs:
+        return "; it has no finished training run yet (`wmlab fit` makes them)"
+    parts = []
+    for title, tag in (("methods", "wmlab.method"), ("envs", "wmlab.env"), ("sweeps", SWEEP_TAG)):
+        values = sorted({r.data.tags[tag] for r in runs if r.data.tags.get(tag)})
+        if values or (tag == SWEEP_TAG and sel.sweep):
+            parts.append(f"{title} {', '.join(values) or '(none)'}")
+    return f"; there: {'; '.join(parts)}"
+
+
 def read_curves(client: "MlflowClient", runs: list, out=None) -> list[RunCurve]:
     """Each run's ``eval/episode_return`` history (one value per env step: the last logged)."""
     out = out or sys.stderr
@@ -473,6 +489,8 @@ def run_compare(args, out=None) -> int:
 
     if args.reps < 100:
         raise ConfigError(f"--reps must be at least 100, got {args.reps}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0 (a numpy seed), got {args.seed}")
     tags = {}
     for item in args.tag:
         key, sep, value = item.partition("=")
@@ -490,7 +508,7 @@ def run_compare(args, out=None) -> int:
     print(f"compare: selecting runs ({sel.describe()}) in {uri}", file=out, flush=True)
     runs = select_runs(client, sel)
     if not runs:
-        raise WmlabError(f"no finished training run matches {sel.describe()} in {uri}")
+        raise WmlabError(f"no finished training run matches {sel.describe()} in {uri}{_held(client, sel)}")
     curves = read_curves(client, runs, out=out)
     folder = Path(args.out)
     try:

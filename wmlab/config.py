@@ -237,7 +237,28 @@ def _merge(base: DictConfig, layer: Any, source: str, family: str = "") -> DictC
                      if family and key.startswith("env.") else "")
             raise ConfigError(f"unknown config key {key!r} (from {source}); "
                               f"valid keys: {_valid_keys_near(base, key)}{whose}") from None
+        section = _value_over_section(base, layer)
+        if section is not None:
+            keys = _valid_keys_near(base, section + ".KEY")
+            raise ConfigError(f"{section!r} is a section, not a value (from {source}); set its keys, e.g. "
+                              f"{section}.KEY=VALUE" + (f"; valid keys: {keys}" if keys else "")) from None
         raise ConfigError(f"bad value for {key!r} (from {source}): {msg}") from None
+
+
+def _value_over_section(base: Any, layer: Any, prefix: str = "") -> str | None:
+    """The dotted key at which ``layer`` gives a plain value (``run=5``) where ``base`` has a
+    section, if any."""
+    if not isinstance(base, DictConfig) or not isinstance(layer, (dict, DictConfig)):
+        return None
+    for key, value in layer.items():
+        node = base._get_node(key) if key in base else None
+        if isinstance(node, DictConfig):
+            if value is not None and not isinstance(value, (dict, DictConfig)):
+                return f"{prefix}{key}"
+            found = _value_over_section(node, value, f"{prefix}{key}.")
+            if found is not None:
+                return found
+    return None
 
 
 def _valid_keys_near(cfg: DictConfig, key: str) -> str:
@@ -414,8 +435,10 @@ def compose(
             layers.append((method_cls.presets[preset], f"{method_name} preset {preset!r}"))
             found = True
         if not found:
+            path_hint = ("; a YAML file of your own goes with --config FILE"
+                         if preset.endswith((".yaml", ".yml")) or "/" in preset else "")
             raise ConfigError(f"unknown preset {preset!r} for method {method_name!r}; "
-                              f"valid presets: {', '.join(available_presets(method_cls)) or 'none'}")
+                              f"valid presets: {', '.join(available_presets(method_cls)) or 'none'}{path_hint}")
     if base is not None:
         layers.append((_without_stale_env_keys(base, env_schema), "the checkpoint's config"))
     for f in files:
@@ -425,7 +448,7 @@ def compose(
 
     for layer, source in layers:
         cfg = _merge(cfg, layer, source, family)
-    _validate(cfg, method_cls)
+    _validate(cfg, method_cls, method_name)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
@@ -433,23 +456,45 @@ def compose(
 #: Lightning's precision settings (checked here, before Lightning is imported, which takes seconds)
 PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
               "64-true", "64", "transformer-engine", "transformer-engine-float16")
+#: ``run.compile``: off, or a mode of :func:`torch.compile`
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+#: the largest ``run.seed``: numpy seeds take 0 to 2**32 - 1, and a run also seeds envs, eval
+#: envs and DDP ranks at offsets above ``run.seed`` (see :mod:`wmlab.loop`)
+MAX_SEED = 2**31 - 1
 
 
-def _validate(cfg: DictConfig, method_cls) -> None:
+def _validate(cfg: DictConfig, method_cls, method_name: str = "this method") -> None:
+    try:  # an interpolation (${run.steps}) that names no key or gives a value of the wrong type
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"bad value for {key!r}: {msg}") from None
     kinds = ("state", "pixels")
     if cfg.env.obs not in kinds:
         raise ConfigError(f"env.obs={cfg.env.obs!r} is not valid; valid: {', '.join(kinds)}")
     supported = getattr(method_cls, "observations", ("state",))
     if cfg.env.obs not in supported:
-        raise ConfigError(f"this method learns from {', '.join(supported)}, not env.obs={cfg.env.obs}")
+        raise ConfigError(f"{method_name} learns from {', '.join(supported)}, not env.obs={cfg.env.obs}; "
+                          f"set env.obs={supported[0]}")
     positive = ["run.steps", "run.envs", "env.action_repeat", "env.episode_steps", "env.image_size",
                 "replay.capacity", "eval.episodes", "eval.envs", "eval.video_size"]
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
+    zero = {"run.threads": "torch's default", "eval.every": "no periodic evaluation",
+            "checkpoint.every": "only at the end", "checkpoint.minutes": "not by time",
+            "tracking.log_every": "no training metrics"}
+    for key, meaning in zero.items():
+        if OmegaConf.select(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0 (0: {meaning}), got {OmegaConf.select(cfg, key)}")
+    if not 0 <= cfg.run.seed <= MAX_SEED:
+        raise ConfigError(f"run.seed must be between 0 and {MAX_SEED}, got {cfg.run.seed}")
     precision = str(cfg.run.precision)
     if precision not in PRECISIONS:
         raise ConfigError(f"run.precision={precision!r} is not valid; valid: {', '.join(PRECISIONS)}")
+    if str(cfg.run.compile) not in COMPILE_MODES:
+        raise ConfigError(f"run.compile={cfg.run.compile}; valid: {', '.join(COMPILE_MODES)}")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -29,3 +29,12 @@ def check_choices(cfg, choices: dict, section: str = "method") -> None:
         value = getattr(cfg, key)
         if value not in valid:
             raise ConfigError(f"{section}.{key}={value!r}; valid: {', '.join(map(str, valid))}")
+
+
+def check_at_least(cfg, names, minimum: int = 1, section: str = "method") -> None:
+    """Raise :class:`ConfigError` naming the first of the settings ``names`` of ``cfg`` below
+    ``minimum``: ``check_at_least(cfg, ["batch_size"])`` -> ``method.batch_size=0 must be >= 1``."""
+    for key in names:
+        value = getattr(cfg, key)
+        if value < minimum:
+            raise ConfigError(f"{section}.{key}={value} must be >= {minimum}")

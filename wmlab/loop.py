@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from wmlab import checkpoint, registry
 from wmlab.api import COLLECT, DataSpec, EnvSpecs, Method, Policy, Progress, Stage
+from wmlab.config import COMPILE_MODES  # ``run.compile``: off, or a mode of torch.compile
 from wmlab.data import (Collection, CollectStream, RandomPolicy, ReplayStream, RolloutStream, SwitchPolicy, make_replay,
                         num_envs, sample, stored_keys)
 from wmlab.errors import CheckpointError, ConfigError
@@ -156,10 +157,6 @@ def set_threads(cfg: DictConfig) -> None:
         torch.set_num_threads(cfg.run.threads)
 
 
-#: ``run.compile``: off, or a mode of :func:`torch.compile`
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
-
-
 def check_compile(mode: str) -> None:
     """Reject a ``run.compile`` the loop cannot run, before anything is built."""
     if mode not in COMPILE_MODES:
@@ -168,6 +165,23 @@ def check_compile(mode: str) -> None:
     if mode != "off" and not any(c and shutil.which(c) for c in compilers):
         raise ConfigError(f"run.compile={mode} needs a C++ compiler for torch.compile and found "
                           f"none (g++, c++, clang++ or $CXX): install g++, or set run.compile=off")
+
+
+def check_replay_device(name: str) -> None:
+    """Reject a ``replay.device`` that torch cannot parse or this machine does not have
+    (without creating a CUDA context: DDP ranks have not chosen their GPU yet)."""
+    if name == "auto":
+        return
+    gpus = torch.cuda.device_count()
+    valid = "auto (the training device), cpu" + (f", cuda, cuda:0 to cuda:{gpus - 1}" if gpus else "")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"replay.device={name!r} is not a device; valid: {valid}") from None
+    if device.type == "cuda" and (device.index or 0) >= gpus:
+        raise ConfigError(f"replay.device={name!r}: this machine has {gpus} CUDA devices; valid: {valid}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"replay.device={name!r}: MPS is not available here; valid: {valid}")
 
 
 def compile_method(method: Method, mode: str) -> list[str]:
@@ -214,6 +228,7 @@ def build(cfg: DictConfig, method_name: str, *, method_cls=None, plugin=None) ->
         reuse_freed_memory()
     make_trainer(cfg, [], False)  # reject bad accelerator/devices/precision/strategy up front
     check_compile(cfg.run.compile)
+    check_replay_device(cfg.replay.device)
     seed = cfg.run.seed + RANK_SEED_STRIDE * process_rank()
     L.seed_everything(seed, workers=True, verbose=False)
     if method_cls is None:
@@ -268,14 +283,21 @@ def check_stages(method: Method, specs: EnvSpecs) -> None:
                               f"(it provides: {', '.join(sorted(provided))})")
 
 
-def _strategy(name: str):
+def _strategy(name: str, cfg: DictConfig | None = None):
     """Lightning's strategy for ``run.strategy``. ``ddp`` looks for parameters a backward pass
     left without gradient: methods with several optimizers (manual optimization) run one
     backward per loss, each touching part of the model (tdmpc's policy loss leaves the
-    world model out), which plain DDP refuses at its first update."""
-    if name == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
+    world model out), which plain DDP refuses at its first update. So does ``auto`` where
+    Lightning would choose DDP (several devices or nodes, e.g. ``run.devices=2``)."""
+    from lightning.pytorch.strategies import DDPStrategy
 
+    if name == "auto" and cfg is not None and (cfg.run.nodes != 1 or str(cfg.run.devices) != "1"):
+        probe = L.Trainer(accelerator=cfg.run.accelerator, devices=cfg.run.devices, num_nodes=cfg.run.nodes,
+                          strategy="auto", logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False)
+        if isinstance(probe.strategy, DDPStrategy):
+            name = "ddp"
+    if name == "ddp":
         return DDPStrategy(find_unused_parameters=True)
     return name
 
@@ -284,12 +306,12 @@ def make_trainer(cfg: DictConfig, callbacks: list[Callback], logger) -> L.Traine
     try:
         return L.Trainer(
             accelerator=cfg.run.accelerator, devices=cfg.run.devices, precision=cfg.run.precision,
-            strategy=_strategy(cfg.run.strategy), num_nodes=cfg.run.nodes, max_epochs=1, logger=logger, callbacks=callbacks,
+            strategy=_strategy(cfg.run.strategy, cfg), num_nodes=cfg.run.nodes, max_epochs=1, logger=logger, callbacks=callbacks,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             log_every_n_steps=cfg.tracking.log_every, num_sanity_val_steps=0, limit_val_batches=0,
             use_distributed_sampler=False, default_root_dir=cfg.checkpoint.dir,
         )
-    except (ValueError, TypeError, RuntimeError, MisconfigurationException) as e:
+    except (ValueError, TypeError, RuntimeError, ImportError, MisconfigurationException) as e:
         raise ConfigError(f"invalid Lightning settings in run.* "
                           f"(accelerator/devices/precision/strategy): {e}") from None
 

@@ -104,7 +104,25 @@ def tracking_store(cfg_uri: str | None) -> str:
                              f"tracking.uri=sqlite:///PATH/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")
         folder = uri.removeprefix("file://").removeprefix("file:")
         writable_folder(folder, "the MLflow store", setting)
+        return uri
+    store_scheme(uri, setting)
     return uri
+
+
+def store_scheme(uri: str, setting: str) -> None:
+    """:class:`WmlabError` unless MLflow has a store for the scheme of ``uri`` (``sqlite``,
+    another database, a tracking server, or one an MLflow plugin adds)."""
+    from importlib.metadata import entry_points
+
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+    from mlflow.utils.uri import get_uri_scheme
+
+    scheme = get_uri_scheme(uri)
+    plugins = sorted({ep.name for ep in entry_points(group="mlflow.tracking_store")})
+    known = [*DATABASE_ENGINES, "http", "https", "file", "databricks", *plugins]
+    if scheme and scheme not in known:
+        raise WmlabError(f"the MLflow store {uri} ({setting}) has an unknown scheme {scheme!r}; valid: "
+                         f"{', '.join(known)} (e.g. sqlite:///PATH/mlflow.db, postgresql://USER@HOST/DB)")
 
 
 def _video(cfg: Any) -> bool:

@@ -120,8 +120,8 @@ def parse_seeds(text: str) -> list[int]:
 
 def is_sweep(args) -> bool:
     """Whether a ``wmlab fit`` command line asks for a sweep."""
-    return bool(args.seeds or args.jobs or args.sweep or "," in (args.method or "")
-                or "," in (args.env or ""))
+    return bool(args.seeds is not None or args.jobs is not None or args.sweep is not None
+                or "," in (args.method or "") or "," in (args.env or ""))
 
 
 def spec_from_args(args) -> Spec:
@@ -136,7 +136,7 @@ def spec_from_args(args) -> Spec:
             raise ConfigError(f"a sweep names its runs itself; drop {item} (--sweep NAME names the sweep)")
         if key == "tracking.parent":
             raise ConfigError(f"a sweep nests its runs under its own run; drop {item}")
-    seeds = parse_seeds(args.seeds) if args.seeds else [1]
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else [1]
     return Spec(methods=split_list(args.method, "--method"), envs=split_list(args.env, "--env"),
                 seeds=seeds, presets=list(args.preset), configs=[str(Path(f).resolve()) for f in args.config],
                 overrides=list(args.overrides))
@@ -416,12 +416,18 @@ def _interrupt(signum, frame):
 # --- entry points for the CLI ----------------------------------------------------------------------
 
 
+def check_jobs(jobs: Optional[int]) -> None:
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+
+
 def fit_sweep(args) -> int:
     """``wmlab fit`` with a grid (``--seeds``, comma lists, ``--jobs``, ``--sweep``)."""
     from wmlab import preflight
 
-    if args.jobs is not None and args.jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    check_jobs(args.jobs)
+    if args.sweep is not None and not args.sweep.strip():
+        raise ConfigError("--sweep takes a name, got ''; leave it out for a name made from the grid")
     spec = spec_from_args(args)
     cfg = check(spec)
     preflight.storage(cfg)
@@ -436,6 +442,7 @@ def resume_sweep(parent: "Run", args) -> int:
     if args.method or args.env or args.seeds or args.overrides or args.preset or args.config:
         raise ConfigError("--resume SWEEPNAME runs the sweep as it was started; drop --method, --env, "
                           "--seeds, presets, files and overrides (only --jobs may change)")
+    check_jobs(args.jobs)
     spec = Spec.from_json(parent.data.tags[SPEC_TAG])
     cfg = check(spec)
     preflight.storage(cfg)

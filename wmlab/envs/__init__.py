@@ -247,10 +247,14 @@ def _plain(value: Any) -> Any:
 
 
 def unknown_name_message(name: str, valid: list[str], *, what: str = "env", listing: int = 0) -> str:
-    """``unknown <what> 'x'; did you mean: a, b? `wmlab list` shows all`` (difflib matches);
-    with at most ``listing`` valid names, all of them instead: ``...; valid: a, b, c``."""
+    """``unknown <what> 'x'; did you mean: a, b?`` (difflib matches), else ``unknown <what>
+    'x'; valid: 80 names, e.g. a, b, c, ...``; with at most ``listing`` valid names, all of them
+    instead: ``...; valid: a, b, c``."""
     if 0 < len(valid) <= listing:
         return f"unknown {what} {name!r}; valid: {', '.join(valid)}"
     close = difflib.get_close_matches(name, valid, n=5, cutoff=0.6)
-    hint = f"; did you mean: {', '.join(close)}?" if close else ""
-    return f"unknown {what} {name!r}{hint} (`wmlab list` shows all)"
+    if close:
+        return f"unknown {what} {name!r}; did you mean: {', '.join(close)}?"
+    shown = sorted(valid)
+    some = f"{len(shown)} names, e.g. {', '.join(shown[:8])}, ..." if len(shown) > 8 else ", ".join(shown)
+    return f"unknown {what} {name!r}; valid: {some or 'none'}"

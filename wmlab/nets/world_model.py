@@ -33,6 +33,7 @@ from torch import nn
 
 from wmlab import keys
 from wmlab.api import Policy
+from wmlab.errors import ConfigError
 from wmlab.nets.conv import ConvDecoder, ConvEncoder
 from wmlab.nets.heads import BernoulliHead, GaussianHead, gaussian_nll
 from wmlab.nets.mlp import mlp, preprocess_obs
@@ -45,6 +46,9 @@ def make_encoder(obs_shape: Sequence[int], *, cnn_depth: int, units: int, layers
     as DreamerV2); vectors: an MLP of ``layers`` x ``units`` to ``units`` features. The
     module has ``out_dim``."""
     if len(obs_shape) == 3:
+        if tuple(obs_shape[1:]) != (64, 64):
+            raise ConfigError(f"the conv encoder and decoder of the RSSM methods read 64x64 images, not "
+                              f"{obs_shape[1]}x{obs_shape[2]}: set env.image_size=64")
         return ConvEncoder(obs_shape, depth=cnn_depth, act=cnn_act)
     encoder = mlp(int(obs_shape[0]), [units] * layers, units, act=act)
     encoder.out_dim = units

@@ -31,6 +31,8 @@ def _mlflow_command() -> list[str]:
 def check_port(host: str, port: int) -> None:
     """:class:`WmlabError` (one line) if nothing can listen on ``host:port``, e.g. because
     another server does (a port in TIME_WAIT is free, as for the server itself)."""
+    if not 1 <= int(port) <= 65535:
+        raise WmlabError(f"--port must be between 1 and 65535, got {port}")
     try:
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError, ValueError) as e:
@@ -117,10 +119,14 @@ def server(store_uri: str | None, port: int = 5000, host: str = DEFAULT_HOST, *,
     """Run an MLflow tracking server on ``store_uri`` in the foreground until Ctrl+C or
     SIGTERM; returns its exit code. Runs reach it with ``MLFLOW_TRACKING_URI=http://HOST:PORT``.
     A port in use is a :class:`WmlabError`."""
+    from wmlab.preflight import store_scheme
+
     if workers < 1:
         raise WmlabError(f"--workers must be at least 1, got {workers}")
     check_port(host, port)
     uri = tracking_uri(store_uri)
+    if not uri.startswith(("http://", "https://")):  # (server_command says what is wrong with these)
+        store_scheme(uri, "--backend-store-uri" if store_uri else "$MLFLOW_TRACKING_URI")
     db = sqlite_path(uri)
     if db is not None and not db.exists():
         client_for(uri)  # create the store (tables, Default experiment) before the server does
@@ -147,6 +153,9 @@ def ui(store_uri: str | None, port: int = 5000, host: str = DEFAULT_HOST) -> int
     if uri.startswith(("http://", "https://")):
         print(f"The tracking store is already an MLflow server: open {uri}")
         return 0
+    from wmlab.preflight import store_scheme
+
+    store_scheme(uri, "$MLFLOW_TRACKING_URI" if store_uri is None else "the store")
     check_port(host, port)
     db = sqlite_path(uri)
     if db is not None and not db.exists():

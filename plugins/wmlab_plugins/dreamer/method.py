@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from tensordict import TensorDictBase
 
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy
-from wmlab.errors import ConfigError, check_choices
+from wmlab.errors import ConfigError, check_at_least, check_choices
 from wmlab.nets import (
     RSSM,
     BernoulliHead,
@@ -93,6 +93,8 @@ class Dreamer(Method):
     def __init__(self, cfg, specs: EnvSpecs):
         super().__init__(cfg, specs)
         check_choices(cfg, {"actor_dist": ACTOR_DISTS, "rssm_cell": CELLS, "cnn_act": tuple(ACTIVATIONS)})
+        check_at_least(cfg, ["deter", "stoch", "hidden", "cnn_depth", "units", "horizon", "batch_size",
+                             "sequence_length"])
         low, high = specs.action_low.float().reshape(-1), specs.action_high.float().reshape(-1)
         if specs.discrete:  # one-hot actions: the model's action is the env's
             low, high = -torch.ones(specs.action_dim), torch.ones(specs.action_dim)

@@ -9,7 +9,7 @@ import torch
 from tensordict import TensorDictBase
 
 from wmlab.api import DataSpec, EnvSpecs
-from wmlab.errors import check_choices
+from wmlab.errors import check_at_least, check_choices
 from wmlab.nets import RSSM, Imagination, RSSMState, ema_update_
 from wmlab.nets.world_model import Sequences
 from wmlab.samplers import Windows
@@ -68,6 +68,7 @@ class DreamerV2(Dreamer):
 
     def __init__(self, cfg, specs: EnvSpecs):
         check_choices(cfg, {"actor_grad": ACTOR_GRADS, "clip_rewards": tuple(REWARD_TRANSFORMS)})
+        check_at_least(cfg, ["discrete", "slow_target_update"], 0)  # 0: a Gaussian latent; no slow critic
         super().__init__(cfg, specs)
         self.slow_value = copy.deepcopy(self.value).requires_grad_(False)
 

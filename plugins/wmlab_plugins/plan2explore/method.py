@@ -6,7 +6,7 @@ import torch
 from tensordict import TensorDictBase
 
 from wmlab.api import EnvSpecs, Stage
-from wmlab.errors import check_choices
+from wmlab.errors import check_at_least, check_choices
 from wmlab.nets import Imagination, RSSMState, TanhNormalActor, frozen
 from wmlab.nets.world_model import Sequences
 
@@ -46,6 +46,8 @@ class Plan2Explore(Dreamer):
 
     def __init__(self, cfg, specs: EnvSpecs):
         check_choices(cfg, {"disag_target": TARGETS})
+        check_at_least(cfg, ["ensemble_size", "ensemble_units"])
+        check_at_least(cfg, ["ensemble_layers", "adapt_updates", "fewshot_steps"], 0)
         super().__init__(cfg, specs)
         rssm = self.world_model.rssm
         self.expl_actor = self.build_actor(rssm.feat_dim)

@@ -8,7 +8,7 @@ import torch
 from tensordict import TensorDictBase
 
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy
-from wmlab.errors import ConfigError
+from wmlab.errors import ConfigError, check_at_least
 from wmlab.nets import RSSM, GaussianHead, RSSMState
 from wmlab.nets.world_model import (
     RSSMPolicy,
@@ -74,6 +74,14 @@ class PlaNet(Method):
         super().__init__(cfg, specs)
         if specs.discrete:
             raise ConfigError("planet needs continuous actions; this env's are discrete")
+        check_at_least(cfg, ["deter", "stoch", "hidden", "cnn_depth", "reward_units", "state_units",
+                             "image_bits", "overshooting", "batch_size", "sequence_length",
+                             "collect_interval", "horizon", "candidates", "elites", "iterations"])
+        if cfg.image_bits > 8:
+            raise ConfigError(f"method.image_bits={cfg.image_bits} must be <= 8 (pixels have 8 bits)")
+        if cfg.elites > cfg.candidates:
+            raise ConfigError(f"method.elites={cfg.elites} must be <= method.candidates="
+                              f"{cfg.candidates} (the elites are the best of the candidates)")
         low, high = specs.action_low.float().reshape(-1), specs.action_high.float().reshape(-1)
         if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
             raise ConfigError("planet needs bounded actions (CEM searches the box); this env's are unbounded")

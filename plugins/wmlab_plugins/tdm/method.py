@@ -7,7 +7,7 @@ from tensordict import TensorDictBase
 
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy
-from wmlab.errors import ConfigError, check_choices
+from wmlab.errors import ConfigError, check_at_least, check_choices
 from wmlab.samplers import HORIZON, GoalRelabel
 
 from . import losses
@@ -81,6 +81,7 @@ class TDM(Method):
         check_choices(cfg, {"variant": VARIANTS, "her_reward": HER_REWARDS})
         if cfg.max_tau < 0:
             raise ConfigError(f"method.max_tau={cfg.max_tau} must be >= 0")
+        check_at_least(cfg, ["hidden", "batch_size"])
         if specs.discrete:
             raise ConfigError("tdm needs continuous actions; this env's actions are discrete")
         self.automatic_optimization = False

@@ -7,7 +7,7 @@ from tensordict import TensorDictBase
 
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy
-from wmlab.errors import ConfigError
+from wmlab.errors import ConfigError, check_at_least
 from wmlab.nets import preprocess_obs
 from wmlab.planners import MPPI, warm_start
 
@@ -73,6 +73,11 @@ class TDMPC(Method):
         super().__init__(cfg, specs)
         if specs.discrete:
             raise ConfigError("tdmpc needs continuous actions; this env's actions are discrete")
+        check_at_least(cfg, ["latent_dim", "mlp_dim", "enc_dim", "num_channels", "batch_size", "horizon",
+                             "horizon_init", "update_freq", "iterations", "num_samples", "num_elites"])
+        if cfg.num_elites > cfg.num_samples:
+            raise ConfigError(f"method.num_elites={cfg.num_elites} must be <= method.num_samples="
+                              f"{cfg.num_samples} (the elites are the best of the samples)")
         self.automatic_optimization = False
         self.model = self.build_model()
         self.planner = self.build_planner()

@@ -16,7 +16,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from wmlab.errors import ConfigError
 from wmlab.nets import ema_update_, mlp, orthogonal_init_, preprocess_obs, set_requires_grad_, zero_init_last_
+
+#: the smallest image side the pixel encoder reads: 39 -> 17 -> 7 -> 3 -> 1 through its convs
+MIN_PIXELS = 39
 
 
 class PixelEncoder(nn.Module):
@@ -30,6 +34,9 @@ class PixelEncoder(nn.Module):
             layers += [nn.Conv2d(c, channels, k, stride=2), nn.ReLU()]
             c = channels
         self.convs = nn.Sequential(*layers)
+        if min(h, w) < MIN_PIXELS:
+            raise ConfigError(f"TD-MPC's pixel encoder (4 convs of stride 2) needs images of at least "
+                              f"{MIN_PIXELS}x{MIN_PIXELS} pixels, not {h}x{w}: set env.image_size >= {MIN_PIXELS}")
         with torch.no_grad():
             flat = self.convs(torch.zeros(1, *obs_shape)).numel()
         self.out = nn.Linear(flat, latent_dim)
