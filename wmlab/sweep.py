@@ -439,7 +439,7 @@ def resume_sweep(parent: "Run", args) -> int:
     """``wmlab fit --resume SWEEPNAME``: the sweep's grid from its run, what is left of it run."""
     from wmlab import preflight
 
-    if args.method or args.env or args.seeds or args.overrides or args.preset or args.config:
+    if args.method or args.env or args.seeds is not None or args.overrides or args.preset or args.config:
         raise ConfigError("--resume SWEEPNAME runs the sweep as it was started; drop --method, --env, "
                           "--seeds, presets, files and overrides (only --jobs may change)")
     check_jobs(args.jobs)

@@ -131,13 +131,13 @@ def split_family(env_arg: str) -> tuple[str, str]:
     """
     if not isinstance(env_arg, str) or not env_arg.strip():
         raise EnvError("empty env name: pass --env TASK (e.g. cheetah-run) or --env FAMILY:TASK; "
-                       "`wmlab list` shows all")
+                       "`wmlab list` shows the families")
     family, sep, task = env_arg.partition(":")
     if not sep:
         return DEFAULT_FAMILY, env_arg
     if not family or not task:
         raise EnvError(f"malformed env name {env_arg!r}: expected TASK or FAMILY:TASK, "
-                       f"e.g. cheetah-run or {DEFAULT_FAMILY}:cheetah-run; `wmlab list` shows all")
+                       f"e.g. cheetah-run or {DEFAULT_FAMILY}:cheetah-run; `wmlab list` shows the families")
     return family, task
 
 

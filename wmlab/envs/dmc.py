@@ -389,7 +389,7 @@ class DMControl(EnvFamily):
             hint = (f"; tasks of domain {name.rstrip('-')!r}: {', '.join(same_domain)}"
                     if same_domain else "")
             raise EnvError(f"malformed dm_control task name {name!r}: expected domain-task, "
-                           f"e.g. cheetah-run{hint} (`wmlab list` shows all)")
+                           f"e.g. cheetah-run{hint}")
         raise EnvError(unknown_name_message(name, tasks, what="dm_control task"))
 
     def make(self, name: str, cfg: Any, *, seed: int) -> TransformedEnv:
