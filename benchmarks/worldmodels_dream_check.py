@@ -21,6 +21,27 @@ controller only reaches by dodging the fireballs it saw coming in its dream.
 
 Status (latest first; the sections below it describe the ``cpu`` preset as it was then).
 
+M's batches from V's stored latents (December 2026, same machine, one core a run, two runs
+side by side and other jobs on the two cores for most of the hour). M's windows now carry
+V's mean and log-variance of each row, every stored frame encoded once by its replay slot
+(``cache_latents``), instead of gathering 3,200 frames a batch and hashing each to find it
+in a cache by content. The same maths; only the rounding of the encoder's batches differs.
+In one run each, side by side on an otherwise idle machine (``--preset cpu
+method.collect_steps=10000 method.vae_updates=200 method.rnn_updates=600
+method.iterations=1``), M's 600 updates took 2.92 minutes before and 1.34 after (2.2x).
+This check's command, the same columns as the next table:
+
+==================  ====  ====  ====  ====  ====  ====  ======  ==========
+M's batches         seed  r1    r2    r3    r4    r5    r6      threshold
+==================  ====  ====  ====  ====  ====  ====  ======  ==========
+stored latents      1     176   410   708   481   472   175     not reached
+stored latents      2     174   200   221   622   188   683     passed
+==================  ====  ====  ====  ====  ====  ====  ======  ==========
+
+One of two passes again, and both runs swing from round to round as before (seed 1: 708
+frames in round 3, 175 at the end). Each run took about 61 minutes under that load: 4.3
+minutes collecting, 6.3 for V, 11.9 for M's first 3,000 updates, then 6-8 minutes a round.
+
 C chosen by its dream score (December 2026, 2-core Intel Xeon, one core a run, two runs
 side by side, about 70 minutes each on a machine then about twice as slow as for the tables
 below). In the dream, C is now the search's mean that scored best on 512 dream rollouts
