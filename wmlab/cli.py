@@ -161,13 +161,9 @@ def cmd_config(args) -> int:
                   overrides=args.overrides)
     family, task = _family(cfg)
     if getattr(family, "fixed_tasks", False) is True:  # as fit would (the index may not know it yet)
-        from wmlab.envs import split_family, unknown_name_message
-        from wmlab.errors import EnvError
+        from wmlab.envs import check_listed_task, split_family
 
-        tasks = sorted(str(t) for t in family.tasks())
-        if task not in tasks:
-            what = f"{split_family(args.env)[0]} task"
-            raise EnvError(unknown_name_message(task, tasks, what=what, listing=30))
+        check_listed_task(split_family(args.env)[0], task, sorted(str(t) for t in family.tasks()))
     print(to_yaml(cfg), end="")
     return 0
 

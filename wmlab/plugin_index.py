@@ -302,15 +302,14 @@ def check_input(method: str, env: str, *, presets=(), files=(), overrides=()):
 
     from wmlab import registry
     from wmlab.config import CoreConfig, EnvConfig, _env_section, _merge, compose, env_config_class, parse_overrides
-    from wmlab.envs import split_family, unknown_name_message
-    from wmlab.errors import EnvError
+    from wmlab.envs import check_listed_task, split_family
 
     layer = parse_overrides(overrides)
     m_entry = lookup(registry.info(registry.METHODS, method))
     family, task = split_family(env)
     f_entry = lookup(registry.info(registry.ENVS, family))
-    if f_entry is not None and f_entry.get("tasks") is not None and task not in f_entry["tasks"]:
-        raise EnvError(unknown_name_message(task, f_entry["tasks"], what=f"{family} task", listing=30))
+    if f_entry is not None and f_entry.get("tasks") is not None:
+        check_listed_task(family, task, f_entry["tasks"])
     method_cls = method_stand_in(m_entry) if m_entry is not None else None
     family_cls = family_stand_in(f_entry) if f_entry is not None else None
     if method_cls is not None and family_cls is not None and hasattr(method_cls, "presets"):

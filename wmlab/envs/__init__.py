@@ -258,3 +258,10 @@ def unknown_name_message(name: str, valid: list[str], *, what: str = "env", list
     shown = sorted(valid)
     some = f"{len(shown)} names, e.g. {', '.join(shown[:8])}, ..." if len(shown) > 8 else ", ".join(shown)
     return f"unknown {what} {name!r}; valid: {some or 'none'}"
+
+
+def check_listed_task(family: str, task: str, tasks: list[str]) -> None:
+    """:class:`EnvError` unless ``task`` is one of a fixed-task family's ``tasks``
+    (:attr:`EnvFamily.fixed_tasks`), as the plugin index and ``wmlab config`` check it."""
+    if task not in tasks:
+        raise EnvError(unknown_name_message(task, tasks, what=f"{family} task", listing=30))

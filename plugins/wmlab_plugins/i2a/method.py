@@ -9,7 +9,7 @@ from tensordict import TensorDictBase
 
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy, Stage
-from wmlab.errors import ConfigError, check_choices
+from wmlab.errors import ConfigError, check_at_least, check_choices
 from wmlab.replay import EPISODE
 
 from .config import AGENTS, OPTIMIZERS, SIZES, I2AConfig
@@ -123,11 +123,9 @@ class I2A(Method):
         if not specs.name.startswith("sokoban:") or specs.obs_kind != "state":
             raise ConfigError(f"i2a reads the one-hot room of a Sokoban env (--env sokoban:7x7-2 "
                               f"env.obs=state); got {specs.name} with {specs.obs_kind} observations")
-        for name in ("rollout_length", "unroll", "model_updates", "model_batch", "holdout",
-                     "channels", "hidden", "lstm", "encoder_channels", "rollout_channels",
-                     "model_channels"):
-            if int(getattr(cfg, name)) < 1:
-                raise ConfigError(f"method.{name}={getattr(cfg, name)} must be >= 1")
+        check_at_least(cfg, ["rollout_length", "unroll", "model_updates", "model_batch", "holdout",
+                             "channels", "hidden", "lstm", "encoder_channels", "rollout_channels",
+                             "model_channels"])
         if cfg.agent == "i2a" and (cfg.standard_steps < 1 or cfg.model_data_steps < 1):
             raise ConfigError(f"method.standard_steps={cfg.standard_steps} and method.model_data_steps="
                               f"{cfg.model_data_steps} must be >= 1 with method.agent=i2a")

@@ -8,7 +8,7 @@ from tensordict import TensorDictBase
 
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy, Stage
-from wmlab.errors import ConfigError, check_choices
+from wmlab.errors import ConfigError, check_at_least, check_choices
 from wmlab.returns import gae
 from wmlab.samplers import FIRST, LATER, SECOND, Pairs
 
@@ -121,10 +121,8 @@ class Reversibility(Method):
             raise ConfigError(f"method.psi_bound={cfg.psi_bound} must be >= 0 (0: f not squashed)")
         if float(cfg.penalty) < 0:
             raise ConfigError(f"method.penalty={cfg.penalty} must be >= 0")
-        for name in ("min_distance", "psi_hidden", "psi_batch", "psi_every", "psi_updates_each",
-                     "phi_hidden", "phi_batch", "hidden", "unroll", "epochs", "minibatch"):
-            if int(getattr(cfg, name)) < 1:
-                raise ConfigError(f"method.{name}={getattr(cfg, name)} must be >= 1")
+        check_at_least(cfg, ["min_distance", "psi_hidden", "psi_batch", "psi_every", "psi_updates_each",
+                             "phi_hidden", "phi_batch", "hidden", "unroll", "epochs", "minibatch"])
         if cfg.max_distance < cfg.min_distance:
             raise ConfigError(f"method.max_distance={cfg.max_distance} must be >= method.min_distance="
                               f"{cfg.min_distance}")

@@ -9,7 +9,7 @@ from tensordict import TensorDictBase
 
 from wmlab import keys
 from wmlab.api import DataSpec, EnvSpecs, Method, Policy, Search, Stage
-from wmlab.errors import ConfigError, check_choices
+from wmlab.errors import ConfigError, check_at_least, check_choices
 from wmlab.samplers import Sampler, Spans, Windows
 
 from .latents import LATENT_STATS, LatentStore, WithLatents
@@ -147,11 +147,9 @@ class WorldModels(Method):
             raise ConfigError(f"worldmodels reads 64x64 RGB frames (env.obs=pixels, image_size 64, "
                               f"grayscale false); {specs.name} gives {specs.obs_kind} "
                               f"{tuple(specs.obs_shape)}")
-        for name in ("z_dim", "vae_depth", "vae_batch", "rnn_hidden", "mixtures", "rnn_batch",
-                     "episodes", "generations", "dream_steps", "collect_steps", "iterations",
-                     "select_episodes"):
-            if int(getattr(cfg, name)) < 1:
-                raise ConfigError(f"method.{name}={getattr(cfg, name)} must be >= 1")
+        check_at_least(cfg, ["z_dim", "vae_depth", "vae_batch", "rnn_hidden", "mixtures", "rnn_batch",
+                             "episodes", "generations", "dream_steps", "collect_steps", "iterations",
+                             "select_episodes"])
         if cfg.select_every < 0:
             raise ConfigError(f"method.select_every={cfg.select_every} must be >= 0 (0: C is "
                               f"the search's latest mean)")
