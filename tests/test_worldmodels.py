@@ -161,6 +161,41 @@ def test_deaths_fall_anywhere_in_m_windows_so_m_cannot_time_them_from_its_reset(
     assert ends.unique().tolist() == [m.cfg.rnn_sequence - 2]
 
 
+def test_m_unrolls_whole_batches_as_its_steps_do_resets_and_gradients_included():
+    torch.manual_seed(0)
+    rnn = method(rnn_hidden=16).rnn
+    z, a = torch.randn(5, 12, rnn.z_dim, requires_grad=True), torch.randn(5, 12, 3)
+    reset = torch.zeros(5, 12, dtype=torch.bool)
+    reset[0, 1] = reset[0, 7] = reset[0, 11] = True  # several pieces in a row, one of 1 step
+    reset[2, 5] = reset[3, 0] = True  # (a reset at step 0 changes nothing)
+
+    def stepped():
+        state, out = rnn.initial_state(5), []
+        for t in range(12):
+            keep = (~reset[:, t]).float().unsqueeze(-1)
+            state = rnn.step(z[:, t], a[:, t], (state[0] * keep, state[1] * keep))
+            out.append(state[0])
+        return torch.stack(out, 1)
+
+    for reset_given in (reset, None):
+        if reset_given is None:
+            reset = torch.zeros_like(reset)
+        fused, slow = rnn.unroll(z, a, reset_given), stepped()
+        assert torch.allclose(fused, slow, atol=1e-5)
+        grads = [torch.autograd.grad((h * torch.linspace(-1, 1, 16)).sum(), [z, *rnn.lstm.parameters()])
+                 for h in (fused, slow)]
+        for g_fused, g_slow in zip(*grads):
+            assert torch.allclose(g_fused, g_slow, atol=1e-5)
+
+
+def test_m_loads_checkpoints_that_name_an_lstm_cell():
+    rnn = method(rnn_hidden=16).rnn
+    old = {(f"cell.{k[5:-3]}" if k.startswith("lstm.") else k): v.clone() + 1
+           for k, v in rnn.state_dict().items()}
+    rnn.load_state_dict(old)
+    assert torch.equal(rnn.lstm.weight_hh_l0, old["cell.weight_hh"])
+
+
 def test_m_resets_at_episode_starts_and_learns_no_transition_across_them():
     torch.manual_seed(0)
     m = method()
