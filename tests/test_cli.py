@@ -146,6 +146,10 @@ def test_eval_command(capsys, tmp_path):
      "needs images of at least 39x39 pixels, not 16x16"),
     (["fit", "--method", "tdmpc", "--env", ENV, "replay.device=nosuch"],
      "replay.device='nosuch' is not a device; valid: auto (the training device), cpu"),
+    (["fit", "--method", "tdmpc", "--env", ENV, "tracking.experiment="],
+     "bad value for 'tracking.experiment' (from command-line override): it needs a value"),
+    (["fit", "--method", "tdmpc", "--env", ENV, "replay.device=meta"],
+     "replay.device='meta': the replay holds its data on the CPU or a GPU; valid: auto"),
     (["fit", "--method", "worldmodels", "--env", ENV], "worldmodels learns from pixels, not env.obs=state"),
     # --resume takes neither presets nor sweep options
     (["fit", "--resume", "some-run", "--preset", "debug"], "drop --preset"),

@@ -135,7 +135,15 @@ def test_runs_without_an_eval_metric_are_one_line(tmp_path, capsys):
     assert "1 of the 1 selected runs logged no eval/episode_return" in err and "Traceback" not in err
 
 
+def test_a_missing_store_is_one_line_and_stays_missing(capsys, tmp_path):
+    assert main(["compare", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"there is no MLflow store at {tmp_path / 'mlflow' / 'mlflow.db'} yet" in err
+    assert "Traceback" not in err and not (tmp_path / "mlflow").exists()
+
+
 def test_an_empty_store_is_one_line(capsys, tmp_path):
+    experiment_id(client_for(None), "wmlab")
     assert main(["compare", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "no finished training run matches every run of the store" in err

@@ -203,24 +203,13 @@ def cmd_ui(args) -> int:
     return ui(None, port=args.port, host=args.host)
 
 
-def _lookup_store() -> tuple[str | None, str]:
-    """The store ``--resume``/``--checkpoint`` look runs up in, checked; ``None`` if it is a
-    local store that does not exist yet (so no run can be found there)."""
-    from wmlab import preflight
-    from wmlab.tracking.store import local_store_uri, sqlite_path
-
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri()
-    db = sqlite_path(uri)
-    if db is not None and not db.exists():
-        return None, str(db)
-    return preflight.tracking_store(None), uri
-
-
 def _find_run(ref: str):
     """The one MLflow run ``ref`` (an id or a name) names; several are listed, one a line."""
     from wmlab.errors import CheckpointError, WmlabError
 
-    uri, where = _lookup_store()
+    from wmlab.preflight import existing_store
+
+    uri, where = existing_store()
     if uri is None:
         raise CheckpointError(f"{ref!r} is neither a checkpoint folder nor an MLflow run id or name "
                               f"(there is no MLflow store at {where} yet)")
@@ -240,7 +229,9 @@ def _find_run(ref: str):
 
 def _sweep_run(ref: str):
     """The sweep's run ``ref`` names, if ``ref`` is a sweep of the store."""
-    uri, _ = _lookup_store()
+    from wmlab.preflight import existing_store
+
+    uri, _ = existing_store()
     if uri is None:
         return None
     from wmlab.sweep import sweep_named

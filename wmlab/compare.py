@@ -503,7 +503,10 @@ def run_compare(args, out=None) -> int:
     if args.normalize not in ("minmax", "none") and not Path(args.normalize).is_file():
         raise ConfigError(f"--normalize takes minmax, none or a YAML file of per-env scores; "
                           f"{args.normalize!r} is none of them")
-    uri = preflight.tracking_store(None)
+    uri, where = preflight.existing_store()
+    if uri is None:
+        raise WmlabError(f"there is no MLflow store at {where} yet, so no run to compare (`wmlab fit` "
+                         f"makes runs there; MLFLOW_TRACKING_URI names another store)")
     client = client_for(uri)
     print(f"compare: selecting runs ({sel.describe()}) in {uri}", file=out, flush=True)
     runs = select_runs(client, sel)

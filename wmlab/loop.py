@@ -178,6 +178,9 @@ def check_replay_device(name: str) -> None:
         device = torch.device(name)
     except (RuntimeError, TypeError, ValueError):
         raise ConfigError(f"replay.device={name!r} is not a device; valid: {valid}") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"replay.device={name!r}: the replay holds its data on the CPU or a GPU; "
+                          f"valid: {valid}")
     if device.type == "cuda" and (device.index or 0) >= gpus:
         raise ConfigError(f"replay.device={name!r}: this machine has {gpus} CUDA devices; valid: {valid}")
     if device.type == "mps" and not torch.backends.mps.is_available():

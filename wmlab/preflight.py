@@ -78,6 +78,19 @@ def probe_server(uri: str, setting: str, timeout: float | None = None) -> None:
                          f"{fix}") from None
 
 
+def existing_store() -> tuple[str | None, str]:
+    """The store that commands reading runs (``--resume``, ``--checkpoint``, ``compare``)
+    look in, checked; ``(None, its path)`` if it is a local store that does not exist yet, so
+    no run can be found there (and none is made by looking)."""
+    from wmlab.tracking.store import local_store_uri, sqlite_path
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri()
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        return None, str(db)
+    return tracking_store(None), uri
+
+
 def tracking_store(cfg_uri: str | None) -> str:
     """Check the store runs go to (resolved like :func:`wmlab.tracking.tracking_uri`);
     returns its URI."""
