@@ -78,18 +78,19 @@ class WorldModels(Method):
                             "collect_policy": "held_random", "generations": 1000,
                             "collect_steps": 2_000_000, "rnn_sequence": 500},
                  "eval": {"every": 1_000_000, "episodes": 100}},
-        # Doom in the dream on one CPU core (about 25 minutes): narrow V and M, 40k frames of
-        # random data, a short search, and five more rounds of the paper's iterative training
-        # (10k frames with the controller, 1k M updates, the search going on from the last
-        # controller each; C the best of the search's means scored every 5 generations on 512
-        # dreams); V at lr 1e-3 (the authors' 1e-4 draws no fireball in 3k
+        # Doom in the dream on one CPU core (about 35 minutes, two runs side by side on two
+        # cores): narrow V and M, 40k frames of random data, a short search (32 candidates of
+        # 16 dreams each; the paper: 64 of 16), and five more rounds of the paper's iterative
+        # training (10k frames with the controller, 1k M updates, the search going on from the
+        # last controller each; C the best of the search's means scored every 5 generations on
+        # 512 dreams); V at lr 1e-3 (the authors' 1e-4 draws no fireball in 3k
         # updates); M at 128 units (at 64 the controllers stayed near random play; figures in
         # benchmarks/worldmodels_dream_check.py)
         "cpu": {"method": {"z_dim": 16, "vae_depth": 16, "vae_batch": 32, "vae_updates": 3000,
                            "vae_lr": 1e-3, "rnn_hidden": 128, "rnn_batch": 32, "rnn_sequence": 100,
                            "rnn_updates": 3000, "done_head": True, "temperature": 1.15,
                            "train_in": "dream", "collect_policy": "held_random",
-                           "population": 16, "episodes": 8, "generations": 20,
+                           "population": 32, "episodes": 16, "generations": 20,
                            "select_every": 5, "select_episodes": 512,
                            "dream_steps": 1000, "collect_steps": 40_000, "iterations": 6,
                            "iteration_steps": 10_000, "iteration_rnn_updates": 1000},
