@@ -206,7 +206,6 @@ def cmd_ui(args) -> int:
 def _find_run(ref: str):
     """The one MLflow run ``ref`` (an id or a name) names; several are listed, one a line."""
     from wmlab.errors import CheckpointError, WmlabError
-
     from wmlab.preflight import existing_store
 
     uri, where = existing_store()

@@ -242,7 +242,7 @@ def _merge(base: DictConfig, layer: Any, source: str, family: str = "") -> DictC
             keys = _valid_keys_near(base, section + ".KEY")
             raise ConfigError(f"{section!r} is a section, not a value (from {source}); set its keys, e.g. "
                               f"{section}.KEY=VALUE" + (f"; valid keys: {keys}" if keys else "")) from None
-        if msg.startswith("Incompatible value 'None'") or msg.startswith("field '") and "is not Optional" in msg:
+        if msg.startswith("Incompatible value 'None'") or (msg.startswith("field '") and "is not Optional" in msg):
             msg = f"it needs a value ({key}=VALUE); an empty one is None"
         raise ConfigError(f"bad value for {key!r} (from {source}): {msg}") from None
 
