@@ -38,9 +38,8 @@ took 304 s of wall time on 2 cores shared with other jobs (load 7 to 10).
 
 import mlflow
 import pytest
-import torch
 
-from learning_helpers import eval_curve
+from learning_helpers import eval_curve, random_episode_length
 from wmlab.cli import main
 from wmlab.tracking import tracking_uri
 
@@ -54,23 +53,6 @@ def fit(preset: str, *overrides: str):
     client = mlflow.MlflowClient(tracking_uri(None))
     run, = client.search_runs([client.get_experiment_by_name("wmlab").experiment_id])
     return client, run
-
-
-def random_episode_length(episodes: int, seed: int = 0) -> float:
-    """Mean length of CartPole-v1 episodes of uniformly random actions."""
-    import gymnasium
-
-    env = gymnasium.make("CartPole-v1")
-    gen = torch.Generator().manual_seed(seed)
-    total = 0
-    for i in range(episodes):
-        env.reset(seed=seed * 1000 + i)
-        done = False
-        while not done:
-            _, _, terminated, truncated, _ = env.step(int(torch.randint(2, (), generator=gen)))
-            done = terminated or truncated
-            total += 1
-    return total / episodes
 
 
 @pytest.mark.slow

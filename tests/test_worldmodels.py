@@ -411,11 +411,43 @@ def test_sampled_dream_deaths_follow_the_done_head():
     assert abs(returns.mean() - 10.0) < 0.6
 
 
+def test_calibrated_dream_deaths_undo_the_done_weight():
+    # the head trained with ends weighted 10x says odds 10x the data's: p 0.1 / 0.9 * 10 here
+    torch.manual_seed(0)
+    m = method(dream_done="calibrated", dream_steps=500, done_weight=10.0)
+    m.initial_count.fill_(1)
+    with torch.no_grad():
+        m.rnn.done.weight.zero_()
+        m.rnn.done.bias.fill_(math.log(10 * 0.1 / 0.9))
+        returns = m.dream_returns(torch.zeros(2000, m.controller.numel()))
+    assert abs(returns.mean() - 10.0) < 0.6  # p(done) = 0.1 a step again: 10 steps on average
+
+
+@pytest.mark.parametrize("hold, mean_run", [(1, 1.0), (10, 5.5)])
+def test_held_random_actions_are_kept_one_to_collect_hold_steps(hold, mean_run):
+    from wmlab_plugins.worldmodels.method import CollectPolicy
+
+    torch.manual_seed(0)
+    m = method(collect_policy="held_random", collect_hold=hold)
+    policy = CollectPolicy(m)
+    obs, first = torch.zeros(1, 3, 64, 64, dtype=torch.uint8), torch.ones(1, dtype=torch.bool)
+    runs, draws = [], 0
+    for t in range(4000):
+        before = policy.left.clone() if policy.left is not None else None
+        policy.act(obs, first if t == 0 else ~first)
+        if before is None or before[0] <= 0:  # a new action was drawn at this step
+            runs.append(int(policy.left[0]) + 1)
+            draws += 1
+    assert max(runs) == hold and min(runs) == 1
+    assert abs(sum(runs) / draws - mean_run) < 0.2
+
+
 # --- bad input ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("overrides, message", [
     ({"population": 1}, "at least 2 candidates"),
+    ({"collect_hold": 0}, "collect_hold=0 must be >= 1"),
     ({"train_in": "moon"}, "valid: env, dream"),
     ({"train_in": "dream", "done_head": "false"}, "done_head"),
     ({"train_in": "dream", "rnn_updates": 0}, "trained M"),

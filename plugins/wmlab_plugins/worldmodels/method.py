@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -150,7 +152,7 @@ class WorldModels(Method):
                               f"{tuple(specs.obs_shape)}")
         check_at_least(cfg, ["z_dim", "vae_depth", "vae_batch", "rnn_hidden", "mixtures", "rnn_batch",
                              "episodes", "generations", "dream_steps", "collect_steps", "iterations",
-                             "select_episodes"])
+                             "select_episodes", "collect_hold"])
         if cfg.select_every < 0:
             raise ConfigError(f"method.select_every={cfg.select_every} must be >= 0 (0: C is "
                               f"the search's latest mean)")
@@ -408,8 +410,11 @@ class WorldModels(Method):
 
     def dream_ends(self, done_logit: torch.Tensor) -> torch.Tensor:
         """Whether each dream episode ends at this step (``dream_done``): p(done) > 0.5, or a
-        draw with probability p(done)."""
-        if self.cfg.dream_done == "sample":
+        draw with probability p(done), the head's odds divided by ``done_weight`` first when
+        ``calibrated``."""
+        if self.cfg.dream_done == "calibrated":
+            done_logit = done_logit - math.log(self.cfg.done_weight)
+        if self.cfg.dream_done in ("sample", "calibrated"):
             return torch.rand_like(done_logit) < torch.sigmoid(done_logit)
         return done_logit > 0
 
@@ -504,7 +509,7 @@ class ControllerPolicy(Policy):
 class CollectPolicy(ControllerPolicy):
     """The first stage's random policy (``collect_policy``): a controller with random weights
     redrawn per episode (normal, std uniform in [0, 0.01), on the untrained V and M), or a
-    uniformly random action held for 1-10 steps."""
+    uniformly random action held for 1 to ``collect_hold`` steps."""
 
     def __init__(self, method: WorldModels):
         super().__init__(method, method.controller)
@@ -532,6 +537,6 @@ class CollectPolicy(ControllerPolicy):
             u = torch.rand(b, m.specs.action_dim)
             pick = m.specs.action_low + u * (m.specs.action_high - m.specs.action_low)
         self.held[new] = pick[new]
-        self.left[new] = torch.randint(1, 11, (int(new.sum()),))
+        self.left[new] = torch.randint(1, m.cfg.collect_hold + 1, (int(new.sum()),))
         self.left -= 1
         return self.held.clone().to(m.device)
