@@ -86,11 +86,13 @@ class WorldModels(Method):
         # training (10k frames with the controller, 1k M updates, the search going on from the
         # last controller each; C the best of the search's means scored every 5 generations on
         # 512 dreams); V at lr 1e-3 (the authors' 1e-4 draws no fireball in 3k
-        # updates); M at 128 units (at 64 the controllers stayed near random play; figures in
-        # benchmarks/worldmodels_dream_check.py)
+        # updates); M at 128 units (at 64 the controllers stayed near random play); dream
+        # deaths drawn from the done head's odds divided by done_weight (the authors end a
+        # dream at p(done) > 0.5; figures in benchmarks/worldmodels_dream_check.py)
         "cpu": {"method": {"z_dim": 16, "vae_depth": 16, "vae_batch": 32, "vae_updates": 3000,
                            "vae_lr": 1e-3, "rnn_hidden": 128, "rnn_batch": 32, "rnn_sequence": 100,
                            "rnn_updates": 3000, "done_head": True, "temperature": 1.15,
+                           "dream_done": "calibrated",
                            "train_in": "dream", "collect_policy": "held_random",
                            "population": 32, "episodes": 16, "generations": 20,
                            "select_every": 5, "select_episodes": 512,
