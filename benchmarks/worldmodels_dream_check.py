@@ -22,7 +22,8 @@ of the two random policies, measured here with the same env seed: about one rand
 episode's standard deviation and four standard errors of the 16-episode mean, which a
 controller only reaches by dodging the fireballs it saw coming in its dream.
 
-Status (latest first; the sections below it describe the ``cpu`` preset as it was then).
+Status (latest first; the sections below it describe the ``cpu`` preset as it was then, and
+before the first section this check's command added ``method.dream_done=sample``).
 
 Calibrated dream deaths (December 2026, 2-core Intel Xeon, one core a run, two runs side by
 side, about 35-40 minutes each). M's done head is trained with ending steps weighted
