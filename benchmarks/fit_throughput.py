@@ -34,6 +34,7 @@ import resource
 import sys
 import tempfile
 import time
+import traceback
 from typing import NamedTuple
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -213,16 +214,20 @@ def compiled_speeds(run, mode: str, updates: int) -> tuple[float, float, float]:
     return warm, update_only_speed(run, updates), planning_latency(run)
 
 
-def precision_speeds(run, mode: str, updates: int) -> tuple[float, float]:
-    """The update-only speed and the planning latency of the same model and replay with
-    ``run.precision=mode`` (Lightning's autocast in the updates, the core's around acting)."""
-    from omegaconf import OmegaConf
-
+def check_precision(mode: str) -> None:
     from wmlab.config import PRECISIONS
     from wmlab.errors import ConfigError
 
     if mode not in PRECISIONS:
         raise ConfigError(f"--precision {mode!r} is not valid; valid: {', '.join(PRECISIONS)}")
+
+
+def precision_speeds(run, mode: str, updates: int) -> tuple[float, float]:
+    """The update-only speed and the planning latency of the same model and replay with
+    ``run.precision=mode`` (Lightning's autocast in the updates, the core's around acting)."""
+    from omegaconf import OmegaConf
+
+    check_precision(mode)
     own = run.cfg
     run.cfg = OmegaConf.merge(own, {"run": {"precision": mode}})
     try:
@@ -232,12 +237,32 @@ def precision_speeds(run, mode: str, updates: int) -> tuple[float, float]:
         run.cfg = own
 
 
+@contextlib.contextmanager
+def reported(what: str):
+    """Run one optional measurement; if it fails, print its traceback and one line saying
+    so, and go on to the next."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 (a benchmark reports what failed and goes on)
+        traceback.print_exc()
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"{what}: failed ({type(e).__name__}: {first}); the figures above stand", flush=True)
+
+
 def main() -> int:
     import torch
 
     from wmlab import loop
+    from wmlab.errors import ConfigError
 
     args = parse()
+    try:  # bad --compile/--precision: one line now, not after the measured run
+        loop.check_compile(args.compile)
+        if args.precision:
+            check_precision(args.precision)
+    except ConfigError as e:
+        print(f"fit_throughput: error: {e}", file=sys.stderr)
+        return 2
     loop.quiet_libraries()
     probe_cls, _, probe = compose_cfg(args, [])
     repeat = probe.env.action_repeat
@@ -255,25 +280,27 @@ def main() -> int:
         latency = planning_latency(run)
         measured = max(20, min(200, updates))  # updates of each update-only measurement
         ceiling = update_only_speed(run, measured)
+        sps, ups = steps / seconds, updates / seconds
+        print(f"env steps/s      {sps:10.1f}   ({sps / raw:.3f} x raw env with random actions: {raw:.0f}/s)")
+        print(f"updates/s        {ups:10.2f}   ({ups / ceiling:.3f} x update-only loop: {ceiling:.2f}/s)")
+        print(f"planning latency {latency:10.2f} ms per policy call (batch 1)", flush=True)
+        # each further figure is printed once measured; one that fails leaves the others
         if args.precision:
-            p_ceiling, p_latency = precision_speeds(run, args.precision, measured)
+            with reported(f"run.precision={args.precision}"):
+                p_ceiling, p_latency = precision_speeds(run, args.precision, measured)
+                print(f"run.precision={args.precision} (against {cfg.run.precision}):")
+                print(f"  update-only loop {p_ceiling:10.3g} updates/s  ({p_ceiling / ceiling:.2f} x: "
+                      f"{ceiling:.3g}/s)")
+                print(f"  planning latency {p_latency:10.2f} ms per call  ({latency / p_latency:.2f} x as "
+                      f"fast: {latency:.2f} ms)", flush=True)
         if args.compile != "off":
-            compiled = compiled_speeds(run, args.compile, measured)
-    sps, ups = steps / seconds, updates / seconds
-    print(f"env steps/s      {sps:10.1f}   ({sps / raw:.3f} x raw env with random actions: {raw:.0f}/s)")
-    print(f"updates/s        {ups:10.2f}   ({ups / ceiling:.3f} x update-only loop: {ceiling:.2f}/s)")
-    print(f"planning latency {latency:10.2f} ms per policy call (batch 1)")
-    if args.precision:
-        print(f"run.precision={args.precision} (against {cfg.run.precision}):")
-        print(f"  update-only loop {p_ceiling:10.3g} updates/s  ({p_ceiling / ceiling:.2f} x: {ceiling:.3g}/s)")
-        print(f"  planning latency {p_latency:10.2f} ms per call  ({latency / p_latency:.2f} x as fast: "
-              f"{latency:.2f} ms)")
-    if args.compile != "off":
-        warm, c_ceiling, c_latency = compiled
-        print(f"run.compile={args.compile}: first calls (compiling) took {warm:.1f} s; then")
-        print(f"  update-only loop {c_ceiling:10.3g} updates/s  ({c_ceiling / ceiling:.2f} x eager: {ceiling:.3g}/s)")
-        print(f"  planning latency {c_latency:10.2f} ms per call  ({latency / c_latency:.2f} x as fast as "
-              f"eager: {latency:.2f} ms)")
+            with reported(f"run.compile={args.compile}"):
+                warm, c_ceiling, c_latency = compiled_speeds(run, args.compile, measured)
+                print(f"run.compile={args.compile}: first calls (compiling) took {warm:.1f} s; then")
+                print(f"  update-only loop {c_ceiling:10.3g} updates/s  ({c_ceiling / ceiling:.2f} x eager: "
+                      f"{ceiling:.3g}/s)")
+                print(f"  planning latency {c_latency:10.2f} ms per call  ({latency / c_latency:.2f} x as "
+                      f"fast as eager: {latency:.2f} ms)", flush=True)
     print(peak_memory())
     return 0
 

@@ -50,8 +50,9 @@ threads as cores; on a machine shared with other jobs pass ``--threads 1``):
     python benchmarks/rssm_vs_sheeprl.py --methods dreamer --env cheetah-run --device cuda
     python benchmarks/rssm_vs_sheeprl.py --sheeprl-python ... --precision bf16-mixed  # both in bf16
     python benchmarks/rssm_vs_sheeprl.py --sheeprl-python ... --compile default  # wmlab compiled
-Without ``--sheeprl-python`` (or with one that cannot import sheeprl) only wmlab runs. The
-``--device cuda`` path (``run.accelerator=gpu``, ``fabric.accelerator=cuda``) has not been run.
+Without ``--sheeprl-python`` (or with one that cannot import sheeprl) only wmlab runs.
+``--device cuda`` gives wmlab ``run.accelerator=gpu`` and sheeprl ``fabric.accelerator=cuda``
+(results below).
 sheeprl is installed in a virtual environment of its own, e.g.
     python3 -m venv /work/sheeprl-venv && /work/sheeprl-venv/bin/pip install torch==2.13.0 &&
     /work/sheeprl-venv/bin/pip install "sheeprl[dmc,mlflow]==0.8.4" "mujoco<4" \\
@@ -96,6 +97,20 @@ The same changes, ``--obs pixels --threads 1`` (defaults: 3 warm-up, 20 timed up
 float32, one other job on the second core (the machine slower than for the pixel rows above):
     updates/s                  wmlab  sheeprl  ratio
     eager             dreamer  0.055  0.030  1.86,  dreamerv2 0.074 0.055 1.34
+On a GPU (December 2026): one NVIDIA H200, 16 CPU cores idle but for the run, torch
+2.11.0+cu130, sheeprl 0.8.4, ``--device cuda --threads 4``, float32 (TF32 off for both),
+defaults otherwise (walker-walk, 1000 env steps of prefill, 3 warm-up and 20 timed updates);
+dm_control rendered through EGL on the GPU (64x64: 5 ms a frame):
+    updates/s        wmlab  sheeprl  ratio   env steps/s  sheeprl  ratio   peak GPU MiB  sheeprl
+    pixels dreamer   5.926  3.754    1.58         51.74    30.39   1.70           2026    19226
+    pixels dreamerv2 4.764  4.022    1.18         41.88    33.15   1.26           1550    13342
+    state  dreamer   7.000  4.597    1.52         62.43    43.00   1.45              -        -
+    (state dreamerv2: not measured, the run's time ran out)
+The GPU was busy 10-33% of the time while either library trained (``nvidia-smi dmon``'s SM
+column, one-second samples over the timed windows): at these batch sizes an update is bound
+by kernel launches and the host, not by the GPU's arithmetic; the 23-36 s of each process
+went mostly to start-up and the prefill. wmlab's update is 0.17 s from pixels against 10-18 s
+on one CPU core (rows above). Peak GPU memory is torch's peak allocated in each process.
 November 2026 (above), acting alone (policy and env step, env steps/s): state wmlab 540 /
 399, sheeprl 834 / 597; pixels wmlab 216 / 142, sheeprl 32 / 29 (its default rendering).
 With 2 threads per process on the same loaded machine the figures were dominated by the

@@ -75,3 +75,34 @@ def test_a_compiled_dreamer_trains():
     before = [p.detach().clone() for p in method.value.parameters()]
     fit_once(method, [random_batch(method) for _ in range(2)])
     assert any(not torch.equal(a, b) for a, b in zip(before, method.value.parameters()))
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cuda_graph_modes_copy_outputs_out_of_the_graphs_memory(monkeypatch, mode):
+    """A CUDA graph rewrites its outputs at the next replay: what leaves a compiled module in
+    a CUDA-graph mode is a copy (on the GPU; here the CPU stands in), still differentiable."""
+    returned = []
+
+    def fake_compile(fn, mode=None):
+        def run(*args, **kwargs):
+            returned.append(fn(*args, **kwargs))
+            return returned[-1]
+        return run
+
+    monkeypatch.setattr(loop.torch, "compile", fake_compile)
+    monkeypatch.setattr(loop, "_GRAPH_DEVICES", ("cpu",))
+    method = tdmpc()
+    loop.compile_method(method, mode)
+    dynamics = method.get_submodule("model._dynamics")
+    x = torch.randn(4, dynamics[0].in_features, requires_grad=True)
+    out = dynamics(x)
+    assert out.data_ptr() != returned[-1].data_ptr()  # a copy, not the graph's memory
+    torch.testing.assert_close(out, returned[-1])
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    monkeypatch.setattr(loop, "_GRAPH_DEVICES", ("cuda",))
+    assert dynamics(x).data_ptr() == returned[-1].data_ptr()  # CPU outputs pass as they are
+    method = tdmpc()
+    loop.compile_method(method, "default")  # no CUDA graphs: nothing copied
+    dynamics = method.get_submodule("model._dynamics")
+    assert dynamics(x).data_ptr() == returned[-1].data_ptr()

@@ -80,7 +80,9 @@ class RunConfig:
     TD-MPC's latent dynamics, reward, Q and policy nets; the RSSM's cells, encoder, decoder
     and heads): ``off``, or a torch.compile mode: ``default``, ``reduce-overhead`` (CUDA
     graphs on a GPU), ``max-autotune``. Each module compiles at its first call (tens of
-    seconds); needs a C++ compiler. Weights and checkpoints are the same as eager's.
+    seconds); needs a C++ compiler. Weights and checkpoints are the same as eager's. In the
+    CUDA-graph modes (``reduce-overhead``, ``max-autotune``) a compiled module's GPU outputs
+    are copies, since a graph rewrites its outputs at its next replay (not yet run on a GPU).
     ``benchmarks/fit_throughput.py --compile MODE`` measures it against eager in one run: on
     one CPU core, TD-MPC at the paper's sizes ran 1.06x the updates/s and planned 1.11x as
     fast, Dreamer from states 1.15x the updates/s but acted 0.67x as fast at batch 1 (the

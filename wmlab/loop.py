@@ -187,6 +187,31 @@ def check_replay_device(name: str) -> None:
         raise ConfigError(f"replay.device={name!r}: MPS is not available here; valid: {valid}")
 
 
+#: torch.compile modes that record CUDA graphs on a GPU
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+#: devices whose compiled outputs live in a CUDA graph's memory pool
+_GRAPH_DEVICES = ("cuda",)
+
+
+def _copied_out_of_graphs(compiled):
+    """``compiled`` with its outputs on a GPU copied out of the CUDA graph's memory.
+
+    A CUDA graph writes its outputs into the same memory at every replay, and torch's
+    graph trees start a new replay generation at a call with no backward pending (every
+    call under ``no_grad``: planning, imagined rollouts, targets). An output kept from an
+    earlier call and passed to a later one (a latent stepped through the dynamics) is then
+    overwritten memory: TD-MPC's update failed so with ``reduce-overhead`` on an H200
+    ("accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run").
+    A copy per output, differentiable as the output itself, is what torch's error names."""
+
+    def forward(*args, **kwargs):
+        return torch.utils._pytree.tree_map_only(
+            torch.Tensor, lambda t: t.clone() if t.device.type in _GRAPH_DEVICES else t,
+            compiled(*args, **kwargs))
+
+    return forward
+
+
 def compile_method(method: Method, mode: str) -> list[str]:
     """Compile, in place, the ``forward`` of each submodule ``method`` names
     (:meth:`Method.compiled_modules`) with torch.compile ``mode``; returns their names.
@@ -216,7 +241,8 @@ def compile_method(method: Method, mode: str) -> list[str]:
         # the bound forward, compiled, as an instance attribute: the module's parameters and
         # state_dict keys stay as they are (torch.compile(module) would nest them under
         # _orig_mod); nn.Module.compile() compiled nothing here (torch 2.13, CPU)
-        module.forward = torch.compile(module.forward, mode=None if mode == "default" else mode)
+        compiled = torch.compile(module.forward, mode=None if mode == "default" else mode)
+        module.forward = _copied_out_of_graphs(compiled) if mode in CUDA_GRAPH_MODES else compiled
     print(f"wmlab: run.compile={mode}: {len(names)} modules of {what} compile at their first "
           f"calls ({', '.join(names)})", file=sys.stderr, flush=True)
     return names
