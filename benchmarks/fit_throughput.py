@@ -205,7 +205,6 @@ def compiled_speeds(run, mode: str, updates: int) -> tuple[float, float, float]:
     latency of the compiled model."""
     from wmlab import loop
 
-    loop.check_compile(mode)
     loop.compile_method(run.method, mode)
     start = time.perf_counter()
     update_only_speed(run, 3)
@@ -224,10 +223,10 @@ def check_precision(mode: str) -> None:
 
 def precision_speeds(run, mode: str, updates: int) -> tuple[float, float]:
     """The update-only speed and the planning latency of the same model and replay with
-    ``run.precision=mode`` (Lightning's autocast in the updates, the core's around acting)."""
+    ``run.precision=mode`` (Lightning's autocast in the updates, the core's around acting;
+    ``main`` has checked ``mode``)."""
     from omegaconf import OmegaConf
 
-    check_precision(mode)
     own = run.cfg
     run.cfg = OmegaConf.merge(own, {"run": {"precision": mode}})
     try:

@@ -102,6 +102,7 @@ def test_cuda_graph_modes_copy_outputs_out_of_the_graphs_memory(monkeypatch, mod
     assert x.grad is not None and x.grad.abs().sum() > 0
     monkeypatch.setattr(loop, "_GRAPH_DEVICES", ("cuda",))
     assert dynamics(x).data_ptr() == returned[-1].data_ptr()  # CPU outputs pass as they are
+    monkeypatch.setattr(loop, "_GRAPH_DEVICES", ("cpu",))  # (so that a copy would show)
     method = tdmpc()
     loop.compile_method(method, "default")  # no CUDA graphs: nothing copied
     dynamics = method.get_submodule("model._dynamics")
