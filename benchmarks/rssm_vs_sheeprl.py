@@ -106,6 +106,8 @@ dm_control rendered through EGL on the GPU (64x64: 5 ms a frame):
     pixels dreamerv2 4.764  4.022    1.18         41.88    33.15   1.26           1550    13342
     state  dreamer   7.000  4.597    1.52         62.43    43.00   1.45              -        -
     (state dreamerv2: not measured, the run's time ran out)
+    A second session, ``--methods dreamerv2 --compile reduce-overhead``: wmlab's worker did not
+    reach its timed window in 180 s; the GPU sat idle while torch compiled (no figures).
 The GPU was busy 10-33% of the time while either library trained (``nvidia-smi dmon``'s SM
 column, one-second samples over the timed windows): at these batch sizes an update is bound
 by kernel launches and the host, not by the GPU's arithmetic; the 23-36 s of each process

@@ -82,7 +82,9 @@ class RunConfig:
     graphs on a GPU), ``max-autotune``. Each module compiles at its first call (tens of
     seconds); needs a C++ compiler. Weights and checkpoints are the same as eager's. In the
     CUDA-graph modes (``reduce-overhead``, ``max-autotune``) a compiled module's GPU outputs
-    are copies, since a graph rewrites its outputs at its next replay (not yet run on a GPU).
+    are copies, since a graph rewrites its outputs at its next replay. On an H200, compiling
+    DreamerV2's or TD-MPC's modules in ``reduce-overhead`` took more than two minutes, so
+    no compiled GPU figure exists yet (the README's Benchmarks); use it for long runs.
     ``benchmarks/fit_throughput.py --compile MODE`` measures it against eager in one run: on
     one CPU core, TD-MPC at the paper's sizes ran 1.06x the updates/s and planned 1.11x as
     fast, Dreamer from states 1.15x the updates/s but acted 0.67x as fast at batch 1 (the
