@@ -295,7 +295,8 @@ def main() -> int:
         if args.compile != "off":
             with reported(f"run.compile={args.compile}"):
                 warm, c_ceiling, c_latency = compiled_speeds(run, args.compile, measured)
-                print(f"run.compile={args.compile}: first calls (compiling) took {warm:.1f} s; then")
+                print(f"run.compile={args.compile}: first calls took {warm:.1f} s "
+                      f"({loop.COMPILE_PROGRESS.summary()}); then")
                 print(f"  update-only loop {c_ceiling:10.3g} updates/s  ({c_ceiling / ceiling:.2f} x eager: "
                       f"{ceiling:.3g}/s)")
                 print(f"  planning latency {c_latency:10.2f} ms per call  ({latency / c_latency:.2f} x as "

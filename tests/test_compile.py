@@ -64,6 +64,33 @@ def test_a_method_naming_nothing_runs_eager_and_a_wrong_name_is_a_config_error(c
     assert loop.compile_method(method, "off") == []  # off looks at nothing
 
 
+def test_compiling_says_so_and_counts_its_graphs(capsys, monkeypatch):
+    """Compiling runs inside the first calls (minutes on a GPU) with no other output: a graph
+    starting to compile ``every`` seconds after the last line gets one, and the counts total
+    the graphs and seconds for the run's last line; the next run counts from zero."""
+    method = tdmpc()
+    progress = loop.COMPILE_PROGRESS
+    monkeypatch.setattr(progress, "every", 0.0)
+    torch._dynamo.reset()  # (which also drops dynamo's compile callbacks: compile_method adds them)
+    loop.compile_method(method, "default")
+    capsys.readouterr()
+    dynamics = method.get_submodule("model._dynamics")
+    dynamics(torch.randn(4, dynamics[0].in_features))
+    lines = [line for line in capsys.readouterr().err.splitlines() if "run.compile: compiling" in line]
+    assert lines[0].startswith("wmlab: run.compile: compiling graph "), lines
+    assert lines[0].endswith("(0 compiled so far, 0 s)"), lines
+    graphs = progress.graphs
+    assert graphs >= 1 and progress.seconds > 0
+    assert progress.summary() == f"{graphs} graphs compiled in {progress.seconds:.0f} s"
+    monkeypatch.setattr(progress, "every", 1e9)  # a line at most every `every` seconds
+    with torch.no_grad():  # another grad mode: another graph
+        dynamics(torch.randn(4, dynamics[0].in_features))
+    assert progress.graphs > graphs
+    assert "run.compile: compiling" not in capsys.readouterr().err
+    loop.compile_method(tdmpc(), "default")
+    assert progress.graphs == 0 and progress.seconds == 0.0
+
+
 def test_a_compiled_dreamer_trains():
     """Dreamer's actor and critic losses go backward twice through the critic's one compiled
     pass (retain_graph), which a compiled backward donating its buffers refuses."""

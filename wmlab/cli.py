@@ -345,9 +345,10 @@ def cmd_fit(args) -> int:
         finally:
             run.stop.uninstall()
     ret = summary.get("eval_return")
+    compiled = f"; run.compile: {loop.COMPILE_PROGRESS.summary()}" if cfg.run.compile != "off" else ""
     print(f"wmlab: done: {summary['env_steps']} env steps, {summary['updates']} updates"
           + (f", eval return {ret:.1f}" if ret is not None else "")
-          + f"; run {tracker.run_id}; checkpoint {summary['checkpoint']}")
+          + f"; run {tracker.run_id}; checkpoint {summary['checkpoint']}{compiled}")
     return 0
 
 

@@ -212,6 +212,59 @@ def _copied_out_of_graphs(compiled):
     return forward
 
 
+class CompileProgress:
+    """Lines on stderr while torch.compile works. ``run.compile`` compiles inside the first
+    calls of the update and of acting, graph by graph (each new input shape or grad mode of
+    a module, and backward passes, is a graph of its own), with nothing else printed
+    meanwhile: DreamerV2's modules compiled for more than two minutes on an H200. When a
+    graph starts compiling ``every`` seconds or more after the last line, a line says which,
+    how many are done and the seconds compiling took so far; :meth:`summary` totals them."""
+
+    def __init__(self, every: float = 10.0):
+        self.every = every
+        self.reset()
+
+    def reset(self) -> None:
+        self.graphs, self.seconds = 0, 0.0
+        self._began: float | None = None
+        self._said = time.monotonic()
+
+    def start(self, *args) -> None:
+        self._began = time.perf_counter()
+        if time.monotonic() - self._said >= self.every:
+            self._said = time.monotonic()
+            graph = getattr(args[0], "compile_id", None) if args else None
+            tqdm.write(f"wmlab: run.compile: compiling{f' graph {graph}' if graph else ''} "
+                       f"({self.graphs} compiled so far, {self.seconds:.0f} s)", file=sys.stderr)
+
+    def end(self, *_args) -> None:
+        if self._began is not None:
+            self.graphs += 1
+            self.seconds += time.perf_counter() - self._began
+            self._began = None
+
+    def summary(self) -> str:
+        return f"{self.graphs} graphs compiled in {self.seconds:.0f} s"
+
+
+#: the process's one :class:`CompileProgress`, hooked into dynamo by compile_method
+COMPILE_PROGRESS = CompileProgress()
+
+
+def _hook_compile_progress() -> None:
+    """Count from zero and make sure :data:`COMPILE_PROGRESS` hears dynamo's compile
+    callbacks (torch's private hooks, which ``torch._dynamo.reset()`` clears: without them
+    compiling runs silent, as before)."""
+    COMPILE_PROGRESS.reset()
+    try:
+        from torch._dynamo.callback import callback_handler
+    except ImportError:
+        return
+    if COMPILE_PROGRESS.start not in callback_handler.start_callbacks:
+        callback_handler.register_start_callback(COMPILE_PROGRESS.start)
+        callback_handler.register_end_callback(COMPILE_PROGRESS.end)
+
+
 def compile_method(method: Method, mode: str) -> list[str]:
     """Compile, in place, the ``forward`` of each submodule ``method`` names
     (:meth:`Method.compiled_modules`) with torch.compile ``mode``; returns their names.
@@ -232,6 +285,7 @@ def compile_method(method: Method, mode: str) -> list[str]:
     # backward through the same graph; Dreamer's actor and critic losses share one forward
     # pass of the critic and go backward through it twice (retain_graph)
     torch._functorch.config.donated_buffer = False
+    _hook_compile_progress()
     for name in names:
         try:
             module = method.get_submodule(name)
