@@ -29,6 +29,11 @@ authors' code), it gave 75 and 12 at 10k and 20k and 216 after adapting (24 minu
 time on a machine loaded 4x over); a run of the preset evaluating every 5k, seed 1: 32 75 75
 22 | 207.
 
+With the disagreement's variance written as two passes (``losses.disagreement``, which
+changes the sums' rounding; the update took 181-208 ms against 196-240 ms before, one core,
+the preset's sizes): this check (seed 1) gave 75 and 12 at 10k and 20k and 225 after
+adapting, in 484 s beside another run; seed 2 gave 75, 17 and 232.
+
 Half the adapt updates do not hold (``method.adapt_updates=1000``, evaluating every 10k, two
 runs side by side): seed 1 gave 225 after adapting, seed 2 only 96.5, so the check keeps 2000
 and its 7 minutes of wall time in the suite.

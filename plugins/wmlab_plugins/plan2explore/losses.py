@@ -13,8 +13,16 @@ from ..dreamer.losses import masked_mean  # noqa: F401  (re-exported: the method
 def disagreement(preds: torch.Tensor) -> torch.Tensor:
     """Variance across the members, averaged over dims: ``[K, ..., D]`` -> ``[..., 1]``.
 
-    (The paper's expected information gain; danijar/dreamerv2 uses the standard deviation.)"""
-    return preds.var(0, unbiased=False).mean(-1, keepdim=True)
+    (The paper's expected information gain; danijar/dreamerv2 uses the standard deviation.)
+
+    Two passes over the members' differences from the first member (exactly 0 where they
+    agree), not ``preds.var(0)``: torch's variance over the leading dim is slow on a CPU.
+    Forward and backward on one core (``run.reuse_memory``): 49 ms against 8 ms here for
+    ``[5, 16, 256, 64]`` (the learning check's imagination), 245 against 78 ms for
+    ``[10, 15, 2500, 30]`` (the paper's ensemble on ``stoch``). The values agree to a
+    relative 4e-7."""
+    shifted = preds - preds[:1]
+    return (shifted - shifted.mean(0)).square().mean(0).mean(-1, keepdim=True)
 
 
 def ensemble_loss(preds: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
