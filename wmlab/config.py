@@ -84,8 +84,8 @@ class RunConfig:
     graphs in 70 s on one CPU core); while it does, a line says so at most every 10 s, and
     the run's last line totals graphs and seconds. Needs a C++ compiler. Weights and
     checkpoints are the same as eager's. In the CUDA-graph modes (``reduce-overhead``,
-    ``max-autotune``) a compiled module's GPU outputs
-    are copies, since a graph rewrites its outputs at its next replay. On an H200, compiling
+    ``max-autotune``) a compiled module's GPU outputs are copies, since a graph rewrites its
+    outputs at its next replay. On an H200, compiling
     DreamerV2's or TD-MPC's modules in ``reduce-overhead`` took more than two minutes, so
     no compiled GPU figure exists yet (the README's Benchmarks); use it for long runs.
     ``benchmarks/fit_throughput.py --compile MODE`` measures it against eager in one run: on
