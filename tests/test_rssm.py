@@ -83,6 +83,39 @@ def test_observe_uses_is_first_per_entry():
     torch.testing.assert_close(reset.deter[[0, 2]], kept.deter[[0, 2]])
 
 
+class StepwiseRSSM(RSSM):
+    """An RSSM whose subclass changes a verb: ``observe`` then calls the verbs step by step."""
+
+    def obs_step(self, *args, **kwargs):
+        return super().obs_step(*args, **kwargs)
+
+
+@pytest.mark.parametrize("latent", ["gaussian", "categorical"])
+def test_observe_runs_the_prior_head_once_with_the_values_and_gradients_of_the_steps(latent, monkeypatch):
+    """``observe`` runs the prior's head over the whole sequence after the loop; with modes
+    for samples (so both draw nothing) it gives the step-by-step verbs' states and
+    gradients, resets mid-sequence included. A subclass that changes a verb gets the verbs."""
+    fast, slow = make(latent), StepwiseRSSM(embed_dim=E, action_dim=A, deter=8, stoch=4, hidden=8,
+                                            latent=latent, groups=3, classes=4)
+    slow.load_state_dict(fast.state_dict())
+    assert not fast._stepwise_observe() and slow._stepwise_observe()
+    embed, action, is_first = sequence()
+    is_first[3, 1] = True
+    outs = []
+    for rssm in (fast, slow):
+        monkeypatch.setattr(rssm.latent, "sample", rssm.latent.mode)
+        calls = []
+        hook = rssm.img_out.register_forward_hook(lambda m, i, o: calls.append(o.shape))
+        posts, priors = rssm.observe(embed, action, is_first)
+        hook.remove()
+        loss = rssm.kl_loss(posts, priors, balance=0.8)[0] + rssm.get_feat(posts).pow(2).mean()
+        outs.append((posts, priors, torch.autograd.grad(loss, list(rssm.parameters())), calls))
+    (fp, fq, fg, fcalls), (sp, sq, sg, scalls) = outs
+    assert fcalls == [(T, B, fast.latent.param_size)] and len(scalls) == T
+    for a, b in [*zip(fp, sp), *zip(fq, sq), *zip(fg, sg)]:
+        torch.testing.assert_close(a, b)
+
+
 def kl_and_grads(rssm, post, prior, **kw):
     loss, kl = rssm.kl_loss(post, prior, **kw)
     pg, qg = torch.autograd.grad(loss, [post.params, prior.params])

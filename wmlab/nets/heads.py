@@ -102,12 +102,14 @@ class TanhNormalActor(nn.Module):
         std = F.softplus(std + self.raw_init_std) + self.min_std
         return mean, std
 
-    def sample(self, feat: torch.Tensor | None, *, out=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action ``[..., A]`` and its log-probability ``[...]``. ``out``:
-        this actor's output for ``feat`` if it was computed already (``feat`` is then unused)."""
+    def sample(self, feat: torch.Tensor | None, *, out=None,
+               log_prob: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A reparameterised action ``[..., A]`` and its log-probability ``[...]`` (``None``
+        with ``log_prob=False``, which skips computing it). ``out``: this actor's output for
+        ``feat`` if it was computed already (``feat`` is then unused)."""
         mean, std = self(feat) if out is None else out
         x = mean + std * torch.randn_like(mean)
-        return torch.tanh(x), _tanh_normal_log_prob(x, mean, std)
+        return torch.tanh(x), (_tanh_normal_log_prob(x, mean, std) if log_prob else None)
 
     def mode(self, feat: torch.Tensor) -> torch.Tensor:
         """``tanh(mean)``: ``[..., A]`` (the deterministic evaluation action)."""
@@ -158,22 +160,29 @@ class TruncNormalActor(nn.Module):
         return torch.tanh(mean), 2.0 * torch.sigmoid(std / 2.0) + self.min_std
 
     @staticmethod
+    def _cdfs(mean: torch.Tensor, std: torch.Tensor):
+        """The Normal's CDF at the bounds, ``Phi(alpha), Phi(beta)`` (standardised bounds)."""
+        return torch.special.ndtr((-1.0 - mean) / std), torch.special.ndtr((1.0 - mean) / std)
+
+    @staticmethod
     def _bounds(mean: torch.Tensor, std: torch.Tensor):
         """Standardised bounds ``alpha, beta`` and the mass ``Z`` the truncation keeps."""
         alpha, beta = (-1.0 - mean) / std, (1.0 - mean) / std
         return alpha, beta, (torch.special.ndtr(beta) - torch.special.ndtr(alpha)).clamp(min=1e-8)
 
-    def sample(self, feat: torch.Tensor | None, *, out=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, feat: torch.Tensor | None, *, out=None,
+               log_prob: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A reparameterised action ``[..., A]`` in (-1, 1) and its log-probability ``[...]``
-        (``out``: as :meth:`TanhNormalActor.sample`)."""
+        (``out``, ``log_prob``: as :meth:`TanhNormalActor.sample`)."""
         mean, std = self(feat) if out is None else out
-        alpha, beta, _ = self._bounds(mean, std)
-        low, high = torch.special.ndtr(alpha), torch.special.ndtr(beta)
+        low, high = self._cdfs(mean, std)
         u = (low + (high - low) * torch.rand_like(mean)).clamp(1e-6, 1.0 - 1e-6)
         x = mean + std * torch.special.ndtri(u)
         clipped = x.clamp(-1.0 + self.clip, 1.0 - self.clip)
         x = x + (clipped - x).detach()  # straight-through clip
-        return x, self._log_prob(x.detach(), mean, std)
+        if not log_prob:
+            return x, None
+        return x, self._log_prob(x.detach(), mean, std, (high - low).clamp(min=1e-8))
 
     def mode(self, feat: torch.Tensor) -> torch.Tensor:
         """``tanh(mu)``, the truncated Normal's mode: ``[..., A]`` (the evaluation action)."""
@@ -184,9 +193,11 @@ class TruncNormalActor(nn.Module):
         mean, std = self(feat) if out is None else out
         return self._log_prob(action, mean, std)
 
-    def _log_prob(self, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    def _log_prob(self, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                  mass: torch.Tensor | None = None) -> torch.Tensor:
         z = (x - mean) / std
-        _, _, mass = self._bounds(mean, std)
+        if mass is None:
+            mass = self._bounds(mean, std)[2]
         return (-0.5 * z.pow(2) - std.log() - _HALF_LOG_2PI - mass.log()).sum(-1)
 
     def entropy(self, feat: torch.Tensor | None, *, out=None) -> torch.Tensor:
@@ -216,14 +227,15 @@ class OneHotActor(nn.Module):
         """Normalised log-probabilities ``[..., n]``."""
         return torch.log_softmax(self.net(feat), -1)
 
-    def sample(self, feat: torch.Tensor | None, *, out=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, feat: torch.Tensor | None, *, out=None,
+               log_prob: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A one-hot action ``[..., n]`` (straight-through) and its log-probability ``[...]``
-        (``out``: as :meth:`TanhNormalActor.sample`)."""
+        (``out``, ``log_prob``: as :meth:`TanhNormalActor.sample`)."""
         logp = self(feat) if out is None else out
         probs = logp.exp()
         index = categorical_index(probs.detach())
         onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
-        return onehot + (probs - probs.detach()), (onehot * logp).sum(-1)
+        return onehot + (probs - probs.detach()), ((onehot * logp).sum(-1) if log_prob else None)
 
     def mode(self, feat: torch.Tensor) -> torch.Tensor:
         """The most likely action, one-hot ``[..., n]``."""
@@ -258,7 +270,7 @@ def record_actor_outputs(actor: nn.Module):
     def policy(feat: torch.Tensor) -> torch.Tensor:
         out = actor(feat)
         steps.append(out)
-        return actor.sample(None, out=out)[0]
+        return actor.sample(None, out=out, log_prob=False)[0]
 
     def outputs():
         if not steps:
