@@ -108,8 +108,26 @@ dm_control rendered through EGL on the GPU (64x64: 5 ms a frame):
     (state dreamerv2: not measured, the run's time ran out)
     A second session, ``--methods dreamerv2 --compile reduce-overhead``: wmlab's worker did not
     reach its timed window in 180 s; the GPU sat idle while torch compiled (no figures).
+A third session (same machine and software), after ``RSSM.observe`` ran the prior's head once
+over the sequence (a fifth fewer tensor operations per DreamerV2 update), each line one
+script call, the calls minutes apart:
+    updates/s                        wmlab  sheeprl  ratio   env steps/s  sheeprl  ratio
+    pixels dreamer                   7.894    3.885   2.03         64.96    31.69   2.05
+    pixels dreamerv2                 5.050    3.118   1.62         43.17    25.24   1.71
+    state  dreamerv2                 5.216    3.333   1.56         46.17    31.06   1.49
+    pixels dreamerv2, wmlab alone:
+      before (ec16bde), eager        3.833        -      -         33.79
+      after, eager                   4.779        -      -         40.98   (1.25x before)
+      after, --compile reduce-overhead, --warmup 5
+                                     4.524        -      -         39.35   (0.95x eager)
+    The compiled worker took 118 s, against 35-48 s eager: compiling fit in the warm-up this
+    time, and CUDA graphs of the separate modules did not pay: what is left between them (the
+    loop, sampling, the losses, the optimizers) still launches kernel by kernel.
+    Peak GPU allocated MiB: wmlab 1549 / 2025 (pixels dreamerv2 / dreamer), sheeprl 13342 /
+    19226; states dreamerv2 914 and 1225.
 The GPU was busy 10-33% of the time while either library trained (``nvidia-smi dmon``'s SM
-column, one-second samples over the timed windows): at these batch sizes an update is bound
+column, one-second samples over the timed windows; in the third session 19-30% for wmlab's
+DreamerV2 from pixels, 13-23% for sheeprl's): at these batch sizes an update is bound
 by kernel launches and the host, not by the GPU's arithmetic; the 23-36 s of each process
 went mostly to start-up and the prefill. wmlab's update is 0.17 s from pixels against 10-18 s
 on one CPU core (rows above). Peak GPU memory is torch's peak allocated in each process.

@@ -86,8 +86,9 @@ class RunConfig:
     checkpoints are the same as eager's. In the CUDA-graph modes (``reduce-overhead``,
     ``max-autotune``) a compiled module's GPU outputs are copies, since a graph rewrites its
     outputs at its next replay. On an H200, compiling
-    DreamerV2's or TD-MPC's modules in ``reduce-overhead`` took more than two minutes, so
-    no compiled GPU figure exists yet (the README's Benchmarks); use it for long runs.
+    DreamerV2's modules in ``reduce-overhead`` took one to several minutes, and the update
+    then ran 0.95x eager's speed from pixels (the README's Benchmarks): what runs between
+    the modules still launches kernel by kernel. Measure before compiling a long run.
     ``benchmarks/fit_throughput.py --compile MODE`` measures it against eager in one run: on
     one CPU core, TD-MPC at the paper's sizes ran 1.06x the updates/s and planned 1.11x as
     fast, Dreamer from states 1.15x the updates/s but acted 0.67x as fast at batch 1 (the
