@@ -97,6 +97,11 @@ The same changes, ``--obs pixels --threads 1`` (defaults: 3 warm-up, 20 timed up
 float32, one other job on the second core (the machine slower than for the pixel rows above):
     updates/s                  wmlab  sheeprl  ratio
     eager             dreamer  0.055  0.030  1.86,  dreamerv2 0.074 0.055 1.34
+After ``RSSM.observe`` ran the prior's head once over the sequence, ``--obs state --threads 1``,
+float32, sheeprl as it ships (the code before the change, run meanwhile on the other core:
+dreamer 0.162, dreamerv2 0.228):
+    updates/s                  wmlab  sheeprl  ratio
+    eager             dreamer  0.164  0.132  1.24,  dreamerv2 0.253 0.205 1.23
 On a GPU (December 2026): one NVIDIA H200, 16 CPU cores idle but for the run, torch
 2.11.0+cu130, sheeprl 0.8.4, ``--device cuda --threads 4``, float32 (TF32 off for both),
 defaults otherwise (walker-walk, 1000 env steps of prefill, 3 warm-up and 20 timed updates);
