@@ -102,6 +102,7 @@ float32, sheeprl as it ships (the code before the change, run meanwhile on the o
 dreamer 0.162, dreamerv2 0.228):
     updates/s                  wmlab  sheeprl  ratio
     eager             dreamer  0.164  0.132  1.24,  dreamerv2 0.253 0.205 1.23
+    --compile default dreamer  0.177  0.138  1.28,  dreamerv2 0.284 0.193 1.47  (next call)
 On a GPU (December 2026): one NVIDIA H200, 16 CPU cores idle but for the run, torch
 2.11.0+cu130, sheeprl 0.8.4, ``--device cuda --threads 4``, float32 (TF32 off for both),
 defaults otherwise (walker-walk, 1000 env steps of prefill, 3 warm-up and 20 timed updates);
