@@ -161,28 +161,34 @@ class TruncNormalActor(nn.Module):
 
     @staticmethod
     def _cdfs(mean: torch.Tensor, std: torch.Tensor):
-        """The Normal's CDF at the bounds, ``Phi(alpha), Phi(beta)`` (standardised bounds)."""
-        return torch.special.ndtr((-1.0 - mean) / std), torch.special.ndtr((1.0 - mean) / std)
+        """Standardised bounds ``alpha, beta`` and the Normal's CDF there, ``Phi(alpha), Phi(beta)``."""
+        alpha, beta = (-1.0 - mean) / std, (1.0 - mean) / std
+        return alpha, beta, torch.special.ndtr(alpha), torch.special.ndtr(beta)
 
     @staticmethod
-    def _bounds(mean: torch.Tensor, std: torch.Tensor):
+    def _mass(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """The mass ``Z = Phi(beta) - Phi(alpha)`` the truncation keeps (at least 1e-8)."""
+        return (high - low).clamp(min=1e-8)
+
+    @classmethod
+    def _bounds(cls, mean: torch.Tensor, std: torch.Tensor):
         """Standardised bounds ``alpha, beta`` and the mass ``Z`` the truncation keeps."""
-        alpha, beta = (-1.0 - mean) / std, (1.0 - mean) / std
-        return alpha, beta, (torch.special.ndtr(beta) - torch.special.ndtr(alpha)).clamp(min=1e-8)
+        alpha, beta, low, high = cls._cdfs(mean, std)
+        return alpha, beta, cls._mass(low, high)
 
     def sample(self, feat: torch.Tensor | None, *, out=None,
                log_prob: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A reparameterised action ``[..., A]`` in (-1, 1) and its log-probability ``[...]``
         (``out``, ``log_prob``: as :meth:`TanhNormalActor.sample`)."""
         mean, std = self(feat) if out is None else out
-        low, high = self._cdfs(mean, std)
+        _, _, low, high = self._cdfs(mean, std)
         u = (low + (high - low) * torch.rand_like(mean)).clamp(1e-6, 1.0 - 1e-6)
         x = mean + std * torch.special.ndtri(u)
         clipped = x.clamp(-1.0 + self.clip, 1.0 - self.clip)
         x = x + (clipped - x).detach()  # straight-through clip
         if not log_prob:
             return x, None
-        return x, self._log_prob(x.detach(), mean, std, (high - low).clamp(min=1e-8))
+        return x, self._log_prob(x.detach(), mean, std, self._mass(low, high))
 
     def mode(self, feat: torch.Tensor) -> torch.Tensor:
         """``tanh(mu)``, the truncated Normal's mode: ``[..., A]`` (the evaluation action)."""

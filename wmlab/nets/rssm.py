@@ -202,13 +202,23 @@ class RSSM(nn.Module):
         return torch.cat([state.stoch, state.deter], -1)
 
     # --- one step ----------------------------------------------------------------------------
+    def _recur(self, stoch: torch.Tensor, action: torch.Tensor, deter: torch.Tensor) -> torch.Tensor:
+        """``h_t = GRU(act(W [z_{t-1}, a_{t-1}]), h_{t-1})``: ``[..., deter]``."""
+        return self.cell(self.img_in(torch.cat([stoch, action], -1)), deter)
+
+    def _prior(self, deter: torch.Tensor, sample: bool = True) -> RSSMState:
+        """The prior ``p(z_t | h_t)`` of ``deter [...]`` and its sample (or mode)."""
+        params = self.latent.params(self.img_out(deter))
+        return RSSMState(deter, self.latent.sample(params) if sample else self.latent.mode(params), params)
+
+    def _posterior(self, deter: torch.Tensor, embed: torch.Tensor, sample: bool = True) -> RSSMState:
+        """The posterior ``q(z_t | h_t, e_t)`` and its sample (or mode)."""
+        params = self.latent.params(self.obs_out(torch.cat([deter, embed], -1)))
+        return RSSMState(deter, self.latent.sample(params) if sample else self.latent.mode(params), params)
+
     def img_step(self, prev: RSSMState, prev_action: torch.Tensor, *, sample: bool = True) -> RSSMState:
         """Prior ``p(z_t | h_t)`` after ``prev_action``: ``[B]`` -> ``[B]``."""
-        x = self.img_in(torch.cat([prev.stoch, prev_action], -1))  # [B, hidden]
-        deter = self.cell(x, prev.deter)  # [B, deter]
-        params = self.latent.params(self.img_out(deter))
-        stoch = self.latent.sample(params) if sample else self.latent.mode(params)
-        return RSSMState(deter, stoch, params)
+        return self._prior(self._recur(prev.stoch, prev_action, prev.deter), sample)
 
     def obs_step(self, prev: RSSMState, prev_action: torch.Tensor, embed: torch.Tensor,
                  is_first: torch.Tensor | None = None, *, sample: bool = True):
@@ -217,9 +227,7 @@ class RSSM(nn.Module):
         if is_first is not None:
             prev, prev_action = self.reset(prev, prev_action, is_first)
         prior = self.img_step(prev, prev_action, sample=sample)
-        params = self.latent.params(self.obs_out(torch.cat([prior.deter, embed], -1)))
-        stoch = self.latent.sample(params) if sample else self.latent.mode(params)
-        return RSSMState(prior.deter, stoch, params), prior
+        return self._posterior(prior.deter, embed, sample), prior
 
     # --- sequences ---------------------------------------------------------------------------
     def observe(self, embed: torch.Tensor, prev_action: torch.Tensor, is_first: torch.Tensor,
@@ -260,13 +268,10 @@ class RSSM(nn.Module):
             # reset where a new episode starts (the previous state's parameters enter no step)
             stoch = torch.where(firsts[t], init.stoch, state.stoch)
             deter = torch.where(firsts[t], init.deter, state.deter)
-            deter = self.cell(self.img_in(torch.cat([stoch, actions[t]], -1)), deter)
-            params = self.latent.params(self.obs_out(torch.cat([deter, embed[t]], -1)))
-            state = RSSMState(deter, self.latent.sample(params), params)
+            state = self._posterior(self._recur(stoch, actions[t], deter), embed[t])
             posts.append(state)
         posts = RSSMState.stack(posts)
-        params = self.latent.params(self.img_out(posts.deter))
-        return posts, RSSMState(posts.deter, self.latent.sample(params), params)
+        return posts, self._prior(posts.deter)
 
     def imagine(self, policy_fn: Callable[[RSSMState], torch.Tensor], start: RSSMState, horizon: int):
         """Roll the prior ``horizon`` steps with ``policy_fn(state [N]) -> action [N, A]``.
