@@ -19,6 +19,12 @@ defaults (the papers'); sheeprl gets them as hydra overrides (printed with ``-v`
     divided by wall time.
   * **peak memory**: maximum resident set size of each process (``wait4``), and on a GPU
     peak allocated memory.
+  * **GFLOP per update** of matrix products (``torch.utils.flop_counter.FlopCounterMode``
+    over each library's first update, a warm-up one, forward and backward; not with
+    ``--compile``), the GFLOP/s that gives over training time, and this machine's float32
+    matrix-product rate at the update's typical size (``sgemm_rate``): the time wmlab's
+    products alone would take at that rate bounds the ratio any implementation of the same
+    arithmetic could reach against sheeprl's measured update.
 
 How the window is found. wmlab: the script builds the run through wmlab's API
 (``benchmarks/fit_throughput.py``), and a step listener marks the time, env steps, updates
@@ -103,6 +109,24 @@ dreamer 0.162, dreamerv2 0.228):
     updates/s                  wmlab  sheeprl  ratio
     eager             dreamer  0.164  0.132  1.24,  dreamerv2 0.253 0.205 1.23
     --compile default dreamer  0.177  0.138  1.28,  dreamerv2 0.284 0.193 1.47  (next call)
+Later (the 2-core machine now an AMD EPYC; same software), the FLOP counts added, ``--obs state
+--threads 1 --updates 10``, float32, eager, sheeprl as it ships, the second core idle; three
+calls, the third printing the bound:
+    GFLOP of matrix products per update: dreamer wmlab 375.9, sheeprl 371.8 (0.99x);
+    dreamerv2 wmlab 263.1, sheeprl 320.8 (1.22x: wmlab's DreamerV2 does less arithmetic)
+    updates/s                  wmlab  sheeprl  ratio
+    call 1            dreamer  0.189  0.151  1.25,  dreamerv2 0.270 0.197 1.37
+    call 3            dreamer  0.173  0.163  1.06,  dreamerv2 0.290 0.198 1.46
+    call 2 (--methods dreamerv2 --compile default): 0.252 against 0.197, 1.28 (slower than eager)
+    call 3's bound: matrix products here 86.3 GFLOP/s at Dreamer's [2500, 400] x [400, 400] and
+    83.5 at DreamerV2's [800, 400] x [400, 400]; wmlab's products alone would take 4.35 s and
+    3.15 s per update, so no implementation of the same FLOPs passes 1.41x (dreamer) or 1.60x
+    (dreamerv2) sheeprl's update in that call
+wmlab's update ran at 65-76 GFLOP/s of training time (sheeprl's 56-64): 83% of a profiled
+update's time is ``mm``/``addmm``. The same arithmetic done 1.5x faster than sheeprl's is out
+of reach for Dreamer from states on this CPU (sheeprl already computes no gradient of weights
+it does not update, so its arithmetic is wmlab's); sheeprl's speed moved by 8% between calls
+1 and 3, which is the ratios' noise.
 On a GPU (December 2026): one NVIDIA H200, 16 CPU cores idle but for the run, torch
 2.11.0+cu130, sheeprl 0.8.4, ``--device cuda --threads 4``, float32 (TF32 off for both),
 defaults otherwise (walker-walk, 1000 env steps of prefill, 3 warm-up and 20 timed updates);
@@ -207,6 +231,26 @@ def run_length(prefill: int, repeat: int, ratio: float, warmup: int, updates: in
     return prefill_policy, prefill_policy + math.ceil((warmup + updates + 1) / ratio) + 2
 
 
+def count_first_call(owner, name: str, out: dict):
+    """Replace ``owner.<name>`` by a wrapper that counts the matrix-product FLOPs of its first
+    call (forward and backward, torch's ``FlopCounterMode``) into ``out["gflop"]``; later
+    calls go straight through. The first update is a warm-up one, outside the timed window."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    inner = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        if "gflop" in out:
+            return inner(*args, **kwargs)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            result = inner(*args, **kwargs)
+        out["gflop"] = counter.get_total_flops() / 1e9
+        return result
+
+    setattr(owner, name, wrapper)
+
+
 # --- wmlab ------------------------------------------------------------------------------------
 
 
@@ -249,12 +293,15 @@ def wmlab_worker(job: dict) -> dict:
     m = run.method
     params = {name: sum(p.numel() for p in part.parameters())
               for name, part in (("world_model", m.world_model), ("actor", m.actor), ("critic", m.value))}
+    flops: dict = {}
+    if job["warmup"] > 0 and job.get("compile", "off") == "off":
+        count_first_call(m, "training_step", flops)
     with tracked(run, plugin):
         w = timed_fit(run, warmup=job["warmup"], updates=job["updates"])
     out = {"seconds": w.seconds, "env_steps": w.env_steps, "updates": w.updates,
            "acting_seconds": w.collect_seconds, "params": params, "threads": torch.get_num_threads(),
            "batch": [run.data_spec.batch_size, run.data_spec.sequence_length], "ratio": ratio,
-           "repeat": repeat}
+           "repeat": repeat, **flops}
     if torch.cuda.is_available():
         out["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -329,6 +376,9 @@ def sheeprl_worker(job: dict) -> dict:
         return built
 
     module.build_agent = counting_build_agent
+    flops: dict = {}
+    if job["warmup"] > 0:
+        count_first_call(module, "train", flops)
     sys.argv = ["sheeprl", *job["overrides"]]
     try:
         sheeprl.cli.run()
@@ -341,7 +391,7 @@ def sheeprl_worker(job: dict) -> dict:
     acc = EventAccumulator(events, size_guidance={"scalars": 0})
     acc.Reload()
     out = {"series": {tag: [(e.step, e.wall_time, e.value) for e in acc.Scalars(tag)] for tag in TAGS},
-           "params": params, "threads": torch.get_num_threads()}
+           "params": params, "threads": torch.get_num_threads(), **flops}
     if torch.cuda.is_available():
         out["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -421,6 +471,33 @@ def fmt(x: float | None, spec: str) -> str:
     return format(x, spec) if x is not None else "-".rjust(int(spec.split(".")[0] or 0))
 
 
+def sgemm_rate(rows: int, units: int, threads: int, device: str) -> float:
+    """GFLOP/s of float32 matrix products of this machine at an update's typical sizes: ``[rows,
+    units] x [units, units]`` in the three layouts of a linear layer (forward, the input's and the
+    weight's gradients), the best of three rounds each; the harmonic mean of the three."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dev = torch.device("cuda" if device == "cuda" else "cpu")
+    x, w, g = (torch.randn(rows, units, device=dev), torch.randn(units, units, device=dev),
+               torch.randn(rows, units, device=dev))
+    times = []
+    for product in (lambda: x @ w.t(), lambda: g @ w, lambda: g.t() @ x):
+        best = math.inf
+        for _ in range(3):
+            product()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(5):
+                product()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, (time.perf_counter() - t0) / 5)
+        times.append(best)
+    return 2 * rows * units * units * 3 / sum(times) / 1e9
+
+
 def main() -> int:
     args = parse()
     if args.worker:
@@ -451,7 +528,7 @@ def main() -> int:
         m, repeat = info["method"], info["action_repeat"]
         print(f"\n{method}: batch {m['batch_size']}x{m['sequence_length']}, train ratio {m['train_ratio']} "
               f"updates per policy step, action repeat {repeat}", flush=True)
-        row = {"method": method}
+        row = {"method": method, "shape": (m["batch_size"], m["sequence_length"], m["units"])}
         for side in ("wmlab", "sheeprl"):
             if side == "sheeprl" and skip:
                 continue
@@ -473,7 +550,8 @@ def main() -> int:
             if res is None:
                 continue
             window = res if side == "wmlab" else sheeprl_window(res, repeat, args.warmup, args.updates)
-            r = rates(window) | {"rss": rss, "gpu": res.get("gpu_peak_mib"), "params": res["params"]}
+            r = rates(window) | {"rss": rss, "gpu": res.get("gpu_peak_mib"), "params": res["params"],
+                                 "gflop": res.get("gflop")}
             if side == "sheeprl":
                 r["own_ups"] = window["updates"] / window["sps_train_seconds"]
             row[side] = r
@@ -484,6 +562,8 @@ def main() -> int:
                   f"{window['updates']} updates over {window['env_steps']} env steps, "
                   f"peak RSS {rss:.0f} MiB, torch threads {res['threads']}, params wm/actor/critic "
                   + "/".join(f"{p.get(k, 0) / 1e6:.2f}M" for k in ("world_model", "actor", "critic"))
+                  + (f"; {r['gflop']:.1f} GFLOP of matrix products per update, {r['gflop'] * r['ups']:.1f} "
+                     f"GFLOP/s of training time" if r["gflop"] else "")
                   + f"; {time.monotonic() - t0:.0f} s, load {load0:.1f} -> {load1:.1f}", flush=True)
         rows.append(row)
 
@@ -498,6 +578,16 @@ def main() -> int:
               f"{fmt_ratio(w.get('ups'), s.get('ups')):>6s}   {fmt(w.get('sps'), '11.2f')} "
               f"{fmt(s.get('sps'), '8.2f')} {fmt_ratio(w.get('sps'), s.get('sps')):>6s}   "
               f"{fmt(w.get('rss'), '12.0f')} {fmt(s.get('rss'), '8.0f')}")
+        if w.get("gflop") and s.get("gflop"):
+            print(f"{'':10s} GFLOP per update (matrix products): wmlab {w['gflop']:.1f}, sheeprl "
+                  f"{s['gflop']:.1f} (sheeprl / wmlab {s['gflop'] / w['gflop']:.2f}); GFLOP/s of training "
+                  f"time: wmlab {w['gflop'] * w['ups']:.1f}, sheeprl {s['gflop'] * s['ups']:.1f}")
+            b, t, units = row["shape"]
+            rate = sgemm_rate(b * t, units, args.threads, args.device)
+            floor = w["gflop"] / rate  # wmlab's matrix products alone at that rate, s per update
+            print(f"{'':10s} float32 matrix products here: {rate:.1f} GFLOP/s ([{b * t}, {units}] x "
+                  f"[{units}, {units}], three layouts); wmlab's alone would take {floor:.2f} s per update, "
+                  f"so with these FLOPs no implementation passes {s['s_per_update'] / floor:.2f}x sheeprl")
         if w.get("gpu") or s.get("gpu"):
             print(f"{'':10s} peak GPU allocated MiB: wmlab {fmt(w.get('gpu'), '.0f')}, "
                   f"sheeprl {fmt(s.get('gpu'), '.0f')}")
