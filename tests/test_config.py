@@ -262,3 +262,35 @@ def test_wmlab_config_shows_the_family_keys(capsys):
     assert main(["config", "--method", "tdmpc", "--env", "cheetah-run", "env.noop_max=3"]) == 2
     err = capsys.readouterr().err.strip()
     assert "'env.noop_max'" in err and "env.camera" in err and len(err.splitlines()) == 1
+
+
+def test_every_experiment_preset_composes_for_the_command_its_header_gives():
+    """Each file in configs/experiments names its command (``# Use: wmlab fit --method M --env E
+    --preset P``); that command's config composes, with every key the file sets taking its value
+    (so no file sets a key its method or the core has dropped or renamed)."""
+    import pathlib
+    import re
+
+    import yaml
+    from omegaconf import OmegaConf
+
+    from wmlab import registry
+
+    files = sorted((pathlib.Path(__file__).parents[1] / "configs" / "experiments").glob("*.yaml"))
+    assert files
+    for f in files:
+        use = re.search(r"^# Use: wmlab fit --method (\S+) --env (\S+) --preset (\S+)$", f.read_text(), re.M)
+        assert use, f"{f.name}: no '# Use: wmlab fit --method M --env E --preset P' line"
+        method, env, preset = use.groups()
+        assert preset == f.stem, f.name
+        cfg = compose(method, registry.load_method(method)[0], env, presets=[preset])
+
+        def leaves(tree, prefix=""):
+            for key, value in tree.items():
+                if isinstance(value, dict):
+                    yield from leaves(value, f"{prefix}{key}.")
+                else:
+                    yield f"{prefix}{key}", value
+
+        for key, value in leaves(yaml.safe_load(f.read_text())):
+            assert OmegaConf.select(cfg, key) == value, (f.name, key)
