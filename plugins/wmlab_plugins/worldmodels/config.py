@@ -112,9 +112,9 @@ class WorldModelsConfig:
     7 to 11 dream steps with ``sample`` and from 14 to 28 with ``calibrated``, with the same
     data and M (searches of 16 candidates x 8 dreams and 32 x 16; preset
     ``worldmodels-cartpole-dream-small``) [wmlab]. On doom:take-cover (preset ``cpu``, its
-    value there) the dream-trained controllers of eight seeds survived 444-782 frames in the
-    game with ``calibrated``, where ``sample`` ended one seed of six below held random play
-    (``benchmarks/worldmodels_dream_check.py``)."""
+    value there) the dream-trained controllers of eight seeds of nine survived 444-782 frames
+    in the game with ``calibrated`` (the ninth 283), where ``sample`` ended one seed of six
+    below held random play (``benchmarks/worldmodels_dream_check.py``)."""
     temperature: float = 1.0
     """Temperature tau of the dream: the mixture weights' logits are divided by it and
     every Gaussian's variance multiplied by it when M samples the next z [paper: 1.15 for
