@@ -208,12 +208,15 @@ class RSSM(nn.Module):
 
     def _prior(self, deter: torch.Tensor, sample: bool = True) -> RSSMState:
         """The prior ``p(z_t | h_t)`` of ``deter [...]`` and its sample (or mode)."""
-        params = self.latent.params(self.img_out(deter))
-        return RSSMState(deter, self.latent.sample(params) if sample else self.latent.mode(params), params)
+        return self._draw(deter, self.img_out(deter), sample)
 
     def _posterior(self, deter: torch.Tensor, embed: torch.Tensor, sample: bool = True) -> RSSMState:
         """The posterior ``q(z_t | h_t, e_t)`` and its sample (or mode)."""
-        params = self.latent.params(self.obs_out(torch.cat([deter, embed], -1)))
+        return self._draw(deter, self.obs_out(torch.cat([deter, embed], -1)), sample)
+
+    def _draw(self, deter: torch.Tensor, raw: torch.Tensor, sample: bool) -> RSSMState:
+        """The state of ``deter`` whose z is drawn (or its mode taken) from the head output ``raw``."""
+        params = self.latent.params(raw)
         return RSSMState(deter, self.latent.sample(params) if sample else self.latent.mode(params), params)
 
     def img_step(self, prev: RSSMState, prev_action: torch.Tensor, *, sample: bool = True) -> RSSMState:
